@@ -1,0 +1,35 @@
+# Two commands a newcomer needs: `make chat` and `make test`. Everything else is a step of those.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup chat index eval test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# The CPU build of torch, before anything that depends on it (an unpinned torch is CUDA, GBs).
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+chat: setup
+	$(BIN)/rag chat
+
+index: setup
+	$(BIN)/rag index
+
+eval: setup
+	$(BIN)/rag eval
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/embedding_throughput.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

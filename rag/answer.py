@@ -1,0 +1,185 @@
+"""Pick the source sentences that answer a question, cite them, or abstain.
+
+The answer is extractive: one to three whole sentences copied from the retrieved passages, each
+followed by its citation marker. Sentences are scored with what was prepared at index time (one
+vector per sentence) plus cheap signals computed now:
+
+* the cosine between the question and the sentence (the model's judgement);
+* the share of the question's content words that the sentence contains (names, dates, figures);
+* a small bonus when the sentence holds the kind of thing asked for (a number for "combien",
+  a date for "quand");
+* the rank of the passage it comes from.
+
+A second or third sentence is added only when it scores nearly as well and comes from the same
+file as the first, so facts from different articles are never merged into one answer. When the
+best sentence scores below the abstention threshold the assistant says the documents do not answer
+and shows the closest passages instead.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import SearchSettings
+from .index import Index
+from .language import words
+from .lexical import tokenize
+from .records import Citation
+
+#: Weights of the sentence score, set on the project's question set (see eval/RESULTS.md).
+LEXICAL_WEIGHT = 0.15
+TYPE_BONUS = 0.02
+RANK_WEIGHT = 0.02
+#: A further sentence joins the answer only within this score margin of the best one.
+EXTRA_SENTENCE_MARGIN = 0.015
+#: Sentences are looked for in this many of the top passages.
+CANDIDATE_PASSAGES = 5
+
+_NUMBER = re.compile(r"\d")
+_NUMBER_WORDS = {"un", "une", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf",
+                 "dix", "onze", "douze", "vingt", "trente", "quarante", "cinquante", "cent",
+                 "mille", "million", "millions", "milliard", "milliards", "moitié", "tiers",
+                 "quart", "dizaine", "dizaines", "centaine", "centaines", "milliers"}
+_MONTHS = {"janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre",
+           "octobre", "novembre", "décembre", "january", "february", "march", "april", "may",
+           "june", "july", "august", "september", "october", "november", "december"}
+_WEEKDAYS = {"lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche", "veille",
+             "hier", "lendemain"}
+#: Question openings that ask for a quantity, a date, or a person's name.
+_ASKS_NUMBER = ("combien", "quel pourcentage", "quelle part", "quel montant", "quel nombre",
+                "quelle somme", "how many", "how much", "what percentage", "what share",
+                "what amount", "what is the total", "what proportion")
+_ASKS_DATE = ("quand", "à quelle date", "a quelle date", "quelle date", "quel jour", "en quelle année",
+              "when", "what date", "on what date", "which day", "what day", "in what year")
+_ASKS_NAME = ("qui ", "qui,", "comment s'appelle", "quel est le nom", "de qui", "à qui", "who ",
+              "whom ", "what is the name", "what was the name")
+
+
+@dataclass(frozen=True)
+class ScoredSentence:
+    row: int  # sentence row in the index
+    chunk_row: int
+    score: float
+
+
+def expected_type(question: str) -> str:
+    """What kind of thing the question asks for: "number", "date", "name" or "" (anything)."""
+    text = " ".join(question.replace("’", "'").lower().split()) + " "
+    for kind, openings in (("number", _ASKS_NUMBER), ("date", _ASKS_DATE), ("name", _ASKS_NAME)):
+        if any(text.startswith(o) or f" {o}" in text[:40] for o in openings):
+            return kind
+    return ""
+
+
+def has_expected_type(kind: str, sentence: str, question: str) -> bool:
+    """Whether ``sentence`` holds something of the asked kind (a quantity, a date, a new name).
+
+    A sentence without it cannot answer, however similar it is: "Combien de prisonniers ont été
+    libérés ?" is not answered by "il a salué la libération de prisonniers".
+    """
+    if not kind:
+        return True
+    tokens = set(words(sentence))
+    if kind == "number":
+        return bool(_NUMBER.search(sentence) or tokens & _NUMBER_WORDS)
+    if kind == "date":
+        return bool(re.search(r"\b(1[89]|20)\d\d\b", sentence) or tokens & _MONTHS
+                    or tokens & _WEEKDAYS)
+    asked = {w for w in words(question)}
+    names = re.findall(r"(?<![.!?«\"] )(?<!^)\b[A-ZÀ-ÖØ-Þ][\w’'-]+", sentence)
+    return any(w.lower().split("’")[-1].split("'")[-1] not in asked for w in names)
+
+
+def names_missing(question: str, document_text: str) -> list[str]:
+    """Capitalised names of a French question that the cited article never mentions.
+
+    An answer about "la Pologne" cannot come from an article that does not name it. English
+    questions are exempt: their names are often spelt differently in French ("Kyiv", "Kiev").
+    """
+    lowered = document_text.lower()
+    found = re.findall(r"(?<!^)\b[A-ZÀ-ÖØ-Þ][\w-]{2,}", question.replace("’", "'"))
+    return [n for n in found if n.lower() not in lowered]
+
+
+def _type_bonus(kind: str, sentence: str, question: str) -> float:
+    return TYPE_BONUS if kind and has_expected_type(kind, sentence, question) else 0.0
+
+
+def score_sentences(index: Index, question: str, query_vector: np.ndarray,
+                    passage_rows: list[int]) -> list[ScoredSentence]:
+    """Every sentence of the top passages with its support score, best first."""
+    candidates = passage_rows[:CANDIDATE_PASSAGES]
+    if not candidates:
+        return []
+    rank_of = {row: rank for rank, row in enumerate(candidates)}
+    sentence_rows = np.flatnonzero(np.isin(index.sentences[:, 0], candidates))
+    if not len(sentence_rows):
+        return []
+    cosines = index.sentence_vectors[sentence_rows] @ query_vector.astype(np.float32)
+    question_terms = set(tokenize(question))
+    kind = expected_type(question)
+    scored = []
+    for srow, cosine in zip(sentence_rows.tolist(), cosines.tolist()):
+        text = index.sentence_text(srow)
+        chunk_row = int(index.sentences[srow, 0])
+        overlap = (len(question_terms & set(tokenize(text))) / len(question_terms)
+                   if question_terms else 0.0)
+        score = (cosine + LEXICAL_WEIGHT * overlap + _type_bonus(kind, text, question)
+                 - RANK_WEIGHT * rank_of[chunk_row])
+        scored.append(ScoredSentence(srow, chunk_row, score))
+    scored.sort(key=lambda s: (-s.score, s.row))
+    return scored
+
+
+def select_sentences(index: Index, scored: list[ScoredSentence],
+                     settings: SearchSettings) -> list[ScoredSentence]:
+    """The best sentence, plus close runners-up from the same file, in reading order."""
+    if not scored:
+        return []
+    best = scored[0]
+    source = index.chunks[best.chunk_row].source
+    chosen = [best]
+    for candidate in scored[1:]:
+        if len(chosen) >= settings.max_sentences or candidate.score < best.score - EXTRA_SENTENCE_MARGIN:
+            break
+        if index.chunks[candidate.chunk_row].source == source:
+            chosen.append(candidate)
+    return sorted(chosen, key=lambda s: s.row)
+
+
+def citation_for(index: Index, sentence: ScoredSentence, n: int) -> Citation:
+    """The citation of one sentence: its file, exact lines and verbatim text."""
+    chunk_row, start, end = (int(x) for x in index.sentences[sentence.row])
+    chunk = index.chunks[chunk_row]
+    start_line = chunk.start_line + chunk.text.count("\n", 0, start - chunk.start)
+    end_line = start_line + chunk.text.count("\n", start - chunk.start, end - chunk.start)
+    return Citation(n=n, source=chunk.source, start_line=start_line, end_line=end_line,
+                    text=index.sentence_text(sentence.row), score=sentence.score)
+
+
+def abstention_message(english: bool) -> str:
+    if english:
+        return "The documents do not answer this question. The closest passages are listed below."
+    return ("Les documents ne répondent pas à cette question. Les passages les plus proches sont "
+            "indiqués ci-dessous.")
+
+
+def choose_answer(index: Index, question: str, query_vector: np.ndarray,
+                  passage_rows: list[int], settings: SearchSettings,
+                  english: bool) -> tuple[list[ScoredSentence], float]:
+    """The sentences to answer with (empty: abstain) and the support score of the best one.
+
+    Abstain when the best sentence of the asked kind scores below the threshold, or when a French
+    question names something the chosen article never mentions.
+    """
+    scored = score_sentences(index, question, query_vector, passage_rows)
+    kind = expected_type(question)
+    typed = [s for s in scored if has_expected_type(kind, index.sentence_text(s.row), question)]
+    support = typed[0].score if typed else (scored[0].score - 1.0 if scored else -1.0)
+    if not typed or support < settings.abstain_threshold:
+        return [], support
+    if not english and names_missing(question, index.source_text(index.chunks[typed[0].chunk_row].source)):
+        return [], support
+    return select_sentences(index, typed, settings), support

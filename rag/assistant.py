@@ -1,0 +1,130 @@
+"""The one entry point the CLI, the chat UI and the evaluation use.
+
+``Assistant(corpus, index_dir).ask(question, history)`` updates the index when the corpus changed
+(once, at start), loads the model once, and answers with cited sentences or abstains.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from .answer import abstention_message, choose_answer, citation_for
+from .config import DEFAULT_CORPUS, IndexSettings, SearchSettings, default_index_dir
+from .embedder import Embedder, load_embedder
+from .index import BuildReport, Index, IndexStoreError, load_index, update_index
+from .language import is_english, is_follow_up
+from .records import Answer, Passage
+from .retrieve import rank
+
+log = logging.getLogger(__name__)
+
+
+class QuestionError(ValueError):
+    """The question cannot be asked as given (e.g. it is blank)."""
+
+
+def previous_questions(history: Sequence) -> list[str]:
+    """The user's earlier questions from a history given as strings, (user, bot) pairs or
+    Gradio-style ``{"role", "content"}`` messages."""
+    questions = []
+    for turn in history:
+        if isinstance(turn, str):
+            questions.append(turn)
+        elif isinstance(turn, dict):
+            if turn.get("role") == "user" and isinstance(turn.get("content"), str):
+                questions.append(turn["content"])
+        elif isinstance(turn, (list, tuple)) and turn and isinstance(turn[0], str):
+            questions.append(turn[0])
+    return [q for q in questions if q.strip()]
+
+
+def retrieval_query(question: str, history: Sequence) -> str:
+    """The text used to search: the question, preceded by the previous question when it is a
+    follow-up ("Et en 2016 ?"); a self-contained question is searched on its own."""
+    earlier = previous_questions(history)
+    if earlier and is_follow_up(question):
+        return f"{earlier[-1]} {question}"
+    return question
+
+
+class Assistant:
+    """Answers questions about one corpus folder."""
+
+    def __init__(self, corpus: Path | str = DEFAULT_CORPUS, index_dir: Path | str | None = None,
+                 index_settings: IndexSettings = IndexSettings(),
+                 search: SearchSettings = SearchSettings(), update: bool = True,
+                 progress: bool = False) -> None:
+        self.corpus = Path(corpus)
+        self.index_dir = Path(index_dir) if index_dir else default_index_dir(self.corpus)
+        self.index_settings = index_settings
+        self.search = search
+        self._embedder: Embedder | None = None
+        self._lock = threading.Lock()
+        self.report: BuildReport | None = None
+        if update:
+            self.report = update_index(self.corpus, self.index_dir, index_settings,
+                                       self._model, progress=progress)
+        index = load_index(self.index_dir)
+        if index is None:
+            raise IndexStoreError(f"no index at {self.index_dir}; run `rag index` first")
+        self.index: Index = index
+
+    def _model(self) -> Embedder:
+        """The embedding model, loaded on first need and never twice."""
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = load_embedder(self.index_settings.model)
+            return self._embedder
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._model()
+
+    def status(self) -> dict:
+        """What the index holds, for the UI's status line."""
+        manifest = self.index.manifest
+        return {"files": manifest["counts"]["files"], "chunks": manifest["counts"]["chunks"],
+                "model": manifest["model"]["name"], "built": manifest["created"],
+                "corpus": str(self.corpus)}
+
+    def clean_question(self, question: str) -> str:
+        """The question stripped and cut to what the model reads; blank ones are refused."""
+        if not isinstance(question, str) or not question.strip():
+            raise QuestionError("the question is empty; type a question")
+        question = " ".join(question.split())
+        limit = self.search.max_question_chars
+        if len(question) > limit:
+            log.warning("question cut from %d to %d characters (the model reads no more)",
+                        len(question), limit)
+            question = question[:limit]
+        return question
+
+    def ask(self, question: str, history: Sequence = (), retriever: str | None = None) -> Answer:
+        """Answer ``question``, using ``history`` (earlier turns) only to understand follow-ups."""
+        started = time.perf_counter()
+        question = self.clean_question(question)
+        settings = replace(self.search, retriever=retriever) if retriever else self.search
+        query = retrieval_query(question, history)
+        # The sentence scorer always needs the query vector, whatever the retriever.
+        query_vector = self.embedder.encode_queries([query])[0]
+        ranking = rank(self.index, query, query_vector, settings.retriever, settings)
+        passages = [self._passage(row, score)
+                    for row, score in zip(ranking.rows[:settings.top_k], ranking.scores)]
+        english = is_english(question)
+        chosen, support = choose_answer(self.index, query, query_vector, ranking.rows, settings,
+                                        english)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if not chosen:
+            return Answer(question, abstention_message(english), True, [], passages, elapsed_ms,
+                          support)
+        citations = [citation_for(self.index, s, n) for n, s in enumerate(chosen, start=1)]
+        text = " ".join(f"{c.text} [{c.n}]" for c in citations)
+        return Answer(question, text, False, citations, passages, elapsed_ms, support)
+
+    def _passage(self, row: int, score: float) -> Passage:
+        chunk = self.index.chunks[row]
+        return Passage(chunk.id, chunk.source, chunk.start_line, chunk.end_line, chunk.text, score)

