@@ -8,7 +8,7 @@ vector per sentence) plus cheap signals computed now:
 * the share of the question's content words that the sentence contains (names, dates, figures);
 * a small bonus when the sentence holds the kind of thing asked for (a number for "combien",
   a date for "quand");
-* the rank of the passage it comes from.
+* the similarity of the passage around it (a short sentence often needs its paragraph).
 
 A second or third sentence is added only when it scores nearly as well and comes from the same
 file as the first, so facts from different articles are never merged into one answer. When the
@@ -29,11 +29,13 @@ from .lexical import tokenize
 from .records import Citation
 
 #: Weights of the sentence score, set on the project's question set (see eval/RESULTS.md).
-LEXICAL_WEIGHT = 0.15
+LEXICAL_WEIGHT = 0.05
 TYPE_BONUS = 0.02
-RANK_WEIGHT = 0.02
+#: Share of the model's judgement given to the passage around the sentence rather than the
+#: sentence alone (a short sentence often needs its paragraph to be understood).
+CONTEXT_WEIGHT = 0.5
 #: A further sentence joins the answer only within this score margin of the best one.
-EXTRA_SENTENCE_MARGIN = 0.015
+EXTRA_SENTENCE_MARGIN = 0.08
 #: Sentences are looked for in this many of the top passages.
 CANDIDATE_PASSAGES = 5
 
@@ -51,8 +53,11 @@ _WEEKDAYS = {"lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "diman
 _ASKS_NUMBER = ("combien", "quel pourcentage", "quelle part", "quel montant", "quel nombre",
                 "quelle somme", "how many", "how much", "what percentage", "what share",
                 "what amount", "what is the total", "what proportion")
-_ASKS_DATE = ("quand", "à quelle date", "a quelle date", "quelle date", "quel jour", "en quelle année",
-              "when", "what date", "on what date", "which day", "what day", "in what year")
+#: A "date" needs a day or a year in figures; "quand" is also answered by a month or a weekday.
+_ASKS_DATE = ("à quelle date", "a quelle date", "quelle date", "date précise", "date exacte",
+              "jour exact", "what date", "on what date", "exact date")
+_ASKS_WHEN = ("quand", "quel jour", "en quelle année", "when", "which day", "what day",
+              "in what year", "what year")
 _ASKS_NAME = ("qui ", "qui,", "comment s'appelle", "quel est le nom", "de qui", "à qui", "who ",
               "whom ", "what is the name", "what was the name")
 
@@ -65,9 +70,10 @@ class ScoredSentence:
 
 
 def expected_type(question: str) -> str:
-    """What kind of thing the question asks for: "number", "date", "name" or "" (anything)."""
+    """What the question asks for: "number", "date", "when", "name" or "" (anything)."""
     text = " ".join(question.replace("’", "'").lower().split()) + " "
-    for kind, openings in (("number", _ASKS_NUMBER), ("date", _ASKS_DATE), ("name", _ASKS_NAME)):
+    for kind, openings in (("number", _ASKS_NUMBER), ("date", _ASKS_DATE), ("when", _ASKS_WHEN),
+                           ("name", _ASKS_NAME)):
         if any(text.startswith(o) or f" {o}" in text[:40] for o in openings):
             return kind
     return ""
@@ -83,13 +89,30 @@ def has_expected_type(kind: str, sentence: str, question: str) -> bool:
         return True
     tokens = set(words(sentence))
     if kind == "number":
-        return bool(_NUMBER.search(sentence) or tokens & _NUMBER_WORDS)
+        return _counts_asked_noun(question, sentence)
     if kind == "date":
-        return bool(re.search(r"\b(1[89]|20)\d\d\b", sentence) or tokens & _MONTHS
-                    or tokens & _WEEKDAYS)
-    asked = {w for w in words(question)}
-    names = re.findall(r"(?<![.!?«\"] )(?<!^)\b[A-ZÀ-ÖØ-Þ][\w’'-]+", sentence)
-    return any(w.lower().split("’")[-1].split("'")[-1] not in asked for w in names)
+        return bool(_NUMBER.search(sentence))
+    if kind == "when":
+        return bool(_NUMBER.search(sentence) or tokens & _MONTHS or tokens & _WEEKDAYS)
+    asked = set(words(question))
+    names = re.findall(r"(?<!^)\b[A-ZÀ-ÖØ-Þ][\w’'-]+", sentence)
+    return any(not set(words(name)) <= asked for name in names)
+
+
+def _is_number(token: str) -> bool:
+    return bool(_NUMBER.search(token)) or token.lower() in _NUMBER_WORDS
+
+
+def _counts_asked_noun(question: str, sentence: str) -> bool:
+    """For "combien de soldats ...", a number must stand just before "soldats" in the sentence;
+    other quantity questions need any number."""
+    tokens = re.findall(r"[\w%]+", sentence.replace("’", "'"))
+    asked = re.search(r"\bcombien d[e'] ?(\w+)", question.replace("’", "'").lower())
+    if not asked or asked.group(1) in ("temps", "fois", "jours", "ans", "années", "mois"):
+        return any(_is_number(t) for t in tokens)
+    noun = tokenize(asked.group(1))
+    return any(tokenize(t) == noun and any(_is_number(p) for p in tokens[max(0, i - 3):i])
+               for i, t in enumerate(tokens) if noun)
 
 
 def names_missing(question: str, document_text: str) -> list[str]:
@@ -113,21 +136,22 @@ def score_sentences(index: Index, question: str, query_vector: np.ndarray,
     candidates = passage_rows[:CANDIDATE_PASSAGES]
     if not candidates:
         return []
-    rank_of = {row: rank for rank, row in enumerate(candidates)}
     sentence_rows = np.flatnonzero(np.isin(index.sentences[:, 0], candidates))
     if not len(sentence_rows):
         return []
-    cosines = index.sentence_vectors[sentence_rows] @ query_vector.astype(np.float32)
+    query_vector = query_vector.astype(np.float32)
+    cosines = index.sentence_vectors[sentence_rows] @ query_vector
+    context = index.chunk_matrix[index.sentences[sentence_rows, 0]] @ query_vector
     question_terms = set(tokenize(question))
     kind = expected_type(question)
     scored = []
-    for srow, cosine in zip(sentence_rows.tolist(), cosines.tolist()):
+    for srow, cosine, around in zip(sentence_rows.tolist(), cosines.tolist(), context.tolist()):
         text = index.sentence_text(srow)
         chunk_row = int(index.sentences[srow, 0])
         overlap = (len(question_terms & set(tokenize(text))) / len(question_terms)
                    if question_terms else 0.0)
-        score = (cosine + LEXICAL_WEIGHT * overlap + _type_bonus(kind, text, question)
-                 - RANK_WEIGHT * rank_of[chunk_row])
+        score = ((1 - CONTEXT_WEIGHT) * cosine + CONTEXT_WEIGHT * around + LEXICAL_WEIGHT * overlap + _type_bonus(kind, text, question)
+)
         scored.append(ScoredSentence(srow, chunk_row, score))
     scored.sort(key=lambda s: (-s.score, s.row))
     return scored
@@ -178,7 +202,8 @@ def choose_answer(index: Index, question: str, query_vector: np.ndarray,
     kind = expected_type(question)
     typed = [s for s in scored if has_expected_type(kind, index.sentence_text(s.row), question)]
     support = typed[0].score if typed else (scored[0].score - 1.0 if scored else -1.0)
-    if not typed or support < settings.abstain_threshold:
+    threshold = settings.abstain_threshold - (settings.cross_lingual_offset if english else 0.0)
+    if not typed or support < threshold:
         return [], support
     if not english and names_missing(question, index.source_text(index.chunks[typed[0].chunk_row].source)):
         return [], support

@@ -84,6 +84,13 @@ class Index:
         return self.dense.reconstruct_n(0, self.dense.ntotal) if self.dense.ntotal else \
             np.zeros((0, self.dense.d), dtype=np.float32)
 
+    @property
+    def chunk_matrix(self) -> np.ndarray:
+        """All chunk vectors as one array (read from FAISS once, then cached)."""
+        if "_chunk_matrix" not in self.__dict__:
+            self.__dict__["_chunk_matrix"] = self.chunk_vectors()
+        return self.__dict__["_chunk_matrix"]
+
     def source_text(self, source: str) -> str:
         """The indexed (kept) text of one file, its chunks joined; cached per source."""
         cache = self.__dict__.setdefault("_source_texts", {})
