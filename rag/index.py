@@ -191,7 +191,7 @@ def update_index(corpus: Path, index_dir: Path, settings: IndexSettings,
     started = time.perf_counter()
     docs = load_corpus(Path(corpus), settings.min_words)
     old: Index | None = None
-    reason = "--rebuild" if rebuild else ""
+    reason = "requested with --rebuild" if rebuild else ""
     if not rebuild:
         old = load_index(index_dir)
         if old is not None:

@@ -1,0 +1,124 @@
+"""Answers over the real seeds index: facts, citations, abstention, follow-ups, retrievers, CLI."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_rag
+from rag.assistant import QuestionError, retrieval_query
+from rag.config import RETRIEVERS
+from rag.language import is_english, is_follow_up
+
+
+def assert_citations_verbatim(answer, corpus: Path) -> None:
+    """Every citation's text lies, word for word, within the lines it names."""
+    for c in answer.citations:
+        lines = (corpus / c.source).read_text(encoding="utf-8").splitlines()
+        assert 1 <= c.start_line <= c.end_line <= len(lines)
+        assert c.text in "\n".join(lines[c.start_line - 1:c.end_line])
+        assert f"[{c.n}]" in answer.answer
+
+
+def test_french_factual_question(assistant, seeds_copy):
+    answer = assistant.ask("Quelle part de leur PIB Donald Trump exige-t-il que les membres de l'alliance consacrent à la défense ?")
+    assert not answer.abstained
+    assert "5 %" in answer.answer
+    cited = next(c for c in answer.citations if "5 %" in c.text)
+    assert (cited.source, cited.start_line, cited.end_line) == ("000_024703823b32d0c5.txt", 5, 5)
+    assert_citations_verbatim(answer, seeds_copy)
+
+
+def test_english_question_is_answered_from_french_text(assistant, seeds_copy):
+    answer = assistant.ask("How many North Korean soldiers does the Pentagon estimate were sent to the Kursk region?")
+    assert not answer.abstained
+    assert "10 000" in answer.answer
+    assert {c.source for c in answer.citations} == {"004_8d320c1e2e7514cc.txt"}
+    assert_citations_verbatim(answer, seeds_copy)
+
+
+@pytest.mark.parametrize("question, english", [
+    ("Quelle est la recette de la ratatouille ?", False),
+    ("Who painted the Mona Lisa?", True),
+    ("Quels sont les rabais de la semaine ?", False),
+])
+def test_off_topic_questions_abstain_in_the_question_language(assistant, question, english):
+    answer = assistant.ask(question)
+    assert answer.abstained and not answer.citations
+    assert answer.answer.startswith("The documents do not" if english else "Les documents ne")
+    assert answer.passages  # the closest passages are still shown
+
+
+def test_follow_up_uses_the_previous_turn(assistant):
+    first = "Dans quelle ville Mark Rutte a-t-il rencontré le président Volodymyr Zelensky ?"
+    assert "Kiev" in assistant.ask(first).answer
+    history = [{"role": "user", "content": first}, {"role": "assistant", "content": "Kiev"}]
+    follow = assistant.ask("Et où l'a-t-il rencontré ?", history=history)
+    assert not follow.abstained and "Kiev" in follow.answer
+    alone = assistant.ask("Et où l'a-t-il rencontré ?")
+    assert "Kiev" not in alone.answer
+
+
+def test_self_contained_question_ignores_history(assistant):
+    history = ["Dans quelle ville Mark Rutte a-t-il rencontré le président Volodymyr Zelensky ?"]
+    question = "Combien de membres de l'OTAN atteignent l'objectif de 2 % du PIB ?"
+    assert retrieval_query(question, history) == question
+    assert "23" in assistant.ask(question, history=history).answer
+
+
+@pytest.mark.parametrize("retriever", RETRIEVERS)
+def test_every_retriever_finds_the_source(assistant, retriever):
+    answer = assistant.ask("Qui est le ministre des Affaires étrangères du Costa Rica ?", retriever=retriever)
+    assert answer.passages and answer.passages[0].source == "000_024703823b32d0c5.txt"
+    assert [p.score for p in answer.passages] == sorted((p.score for p in answer.passages), reverse=True)
+    assert "Arnoldo Andre" in answer.answer
+
+
+def test_answers_never_merge_articles(assistant):
+    for question in ("Qui est le secrétaire général de l'OTAN ?", "Que pense Rutte de Trump ?",
+                     "Quelles dépenses de défense sont demandées aux alliés ?"):
+        answer = assistant.ask(question)
+        assert len({c.source for c in answer.citations}) <= 1
+        assert len(answer.citations) <= 3
+
+
+def test_blank_question_is_refused(assistant):
+    for blank in ("", "   ", "\n\t"):
+        with pytest.raises(QuestionError):
+            assistant.ask(blank)
+
+
+def test_very_long_question_is_cut_and_answered(assistant, caplog):
+    question = "Combien de soldats nord-coréens ont été envoyés dans la région de Koursk ? " + "x " * 50_000
+    answer = assistant.ask(question)
+    assert len(answer.question) <= assistant.search.max_question_chars
+    assert "cut" in caplog.text
+    assert answer.passages
+
+
+def test_language_and_follow_up_detection():
+    assert is_english("Who is the NATO secretary general?")
+    assert not is_english("Qui est le secrétaire général de l'OTAN ?")
+    assert is_follow_up("Et en 2016 ?") and is_follow_up("Et où l'a-t-il rencontré ?")
+    assert not is_follow_up("Qui est le secrétaire général de l'OTAN en 2025 ?")
+
+
+def test_ask_cli_json_shape(seeds_copy, assistant):
+    result = run_rag("ask", "Où se tiendra le sommet de l'OTAN prévu en juin ?", "--corpus",
+                     seeds_copy, "--index", assistant.index_dir, "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert {"question", "answer", "abstained", "citations", "passages", "latency_ms"} <= set(data)
+    assert "La Haye" in data["answer"] and data["abstained"] is False
+    assert set(data["citations"][0]) == {"n", "source", "start_line", "end_line", "text", "score"}
+    assert set(data["passages"][0]) == {"source", "start_line", "end_line", "text", "score"}
+
+
+def test_ask_cli_human_output_and_bad_input(seeds_copy, assistant):
+    args = ("--corpus", seeds_copy, "--index", assistant.index_dir)
+    human = run_rag("ask", "Où se tiendra le sommet de l'OTAN prévu en juin ?", *args)
+    assert human.returncode == 0 and "[1] 003_b5cff0097fa7fce3.txt:" in human.stdout
+    blank = run_rag("ask", "   ", *args)
+    assert blank.returncode == 2 and blank.stderr.startswith("rag: error:")
+    assert "Traceback" not in blank.stderr and len(blank.stderr.strip().splitlines()) == 1
