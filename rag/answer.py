@@ -185,9 +185,8 @@ def citation_for(index: Index, sentence: ScoredSentence, n: int) -> Citation:
 
 def abstention_message(english: bool) -> str:
     if english:
-        return "The documents do not answer this question. The closest passages are listed below."
-    return ("Les documents ne répondent pas à cette question. Les passages les plus proches sont "
-            "indiqués ci-dessous.")
+        return "The documents do not answer this question. Here are the closest passages."
+    return "Les documents ne répondent pas à cette question. Voici les passages les plus proches."
 
 
 def choose_answer(index: Index, question: str, query_vector: np.ndarray,

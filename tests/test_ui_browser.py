@@ -1,0 +1,169 @@
+"""The chat as a person uses it: the real `rag chat` command, Debian's Chromium, clicks.
+
+Asks a French question, checks the fact and a citation marker in the answer, saves
+docs/screenshot.png (embedded in the README), follows the citation and checks the source view
+lights and shows the cited lines. Also checks that markup in a document is shown, never run.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from ui_fixtures import MARKUP_QUESTION, ROOT, free_port, ui_corpus  # noqa: F401
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+QUESTION = "Quel pourcentage du PIB Trump exige-t-il ?"
+FACT = "5 %"
+STARTUP_SECONDS = 180
+
+
+def normalize(text: str) -> str:
+    """Collapse whitespace (including no-break spaces) so text compares across renderings."""
+    return " ".join(text.replace("\u00a0", " ").replace("\u202f", " ").split())
+
+
+@pytest.fixture(scope="module")
+def chat_url(ui_corpus):  # noqa: F811
+    """`rag chat` on a free port, as a user starts it; yields the URL it prints."""
+    port = free_port()
+    command = [sys.executable, "-m", "rag.cli", "chat", "--corpus", str(ui_corpus.root),
+               "--index", str(ui_corpus.index), "--port", str(port)]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    started = time.monotonic()
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
+    ready = threading.Event()
+    url: list[str] = []
+
+    def read() -> None:  # a thread, so a silent child cannot block the test forever
+        for line in process.stdout:  # type: ignore[union-attr]
+            output.append(line)
+            found = re.search(r"Chat ready at (http://\S+)", line)
+            if found and not url:
+                url.append(found.group(1))
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        if not ready.wait(STARTUP_SECONDS):
+            pytest.fail(f"`rag chat` printed no URL within {STARTUP_SECONDS} s "
+                        f"(exit code {process.poll()}):\n{''.join(output)[-3000:]}")
+        print(f"rag chat ready in {time.monotonic() - started:.1f} s")
+        yield url[0]
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's Chromium with "
+                    "`apt-get install -y chromium` (never `playwright install`)", pytrace=False)
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, chat_url):
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, locale="fr-FR")
+    page = context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(chat_url)
+    page.wait_for_selector("#question textarea", timeout=30_000)
+    page.dialogs = dialogs  # type: ignore[attr-defined]
+    yield page
+    context.close()
+
+
+def ask(page, question: str) -> None:
+    """Type the question, press Enter, wait for a new assistant message and its sources."""
+    bot = "#chat [data-testid='bot']"
+    before = page.locator(bot).count()
+    page.fill("#question textarea", question)
+    page.keyboard.press("Enter")
+    page.wait_for_function("([sel, n]) => document.querySelectorAll(sel).length > n",
+                           arg=[bot, before], timeout=60_000)
+    page.wait_for_selector("#sources .source-card, #sources .sources-abstained", timeout=60_000)
+
+
+def test_ask_read_answer_and_follow_the_citation(page):
+    from playwright.sync_api import expect
+
+    ask(page, QUESTION)
+    answer = page.locator("#chat [data-testid='bot']").last
+    expect(answer.locator("a.cite").first).to_be_visible()
+    assert FACT in normalize(answer.inner_text())
+    assert re.search(r"\[1\]", answer.inner_text())
+    # The sources panel: file, lines, score and the cited sentence marked.
+    cited_sentence = normalize(page.locator("#sources mark").first.inner_text())
+    assert FACT in cited_sentence
+    expect(page.locator("#sources .source-score").first).to_contain_text("score")
+
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+
+    link = answer.locator("a.cite").first
+    href = link.get_attribute("href")
+    assert href and href.startswith("/source/") and "#L" in href
+    with page.context.expect_page() as opened:
+        link.click()
+    source = opened.value
+    source.wait_for_load_state("load")
+    lit = source.locator(".line.hl")
+    expect(lit.first).to_be_visible()
+    assert cited_sentence in normalize(" ".join(lit.all_inner_texts()))
+    expect(lit.first).to_be_in_viewport()
+    heading = source.locator("h1").inner_text()
+    assert heading and heading in href
+    assert not page.dialogs  # type: ignore[attr-defined]
+
+
+def test_markup_in_a_document_is_shown_not_run(page):
+    ask(page, MARKUP_QUESTION)
+    answer = page.locator("#chat [data-testid='bot']").last
+    text = answer.inner_text()
+    assert '<script>alert("x")</script>' in text  # shown as text
+    assert page.locator("#chat script, #sources script, #chat b, #sources b").count() == 0
+    assert '<script>alert("x")</script>' in page.locator("#sources").inner_text()
+    page.wait_for_timeout(300)
+    assert not page.dialogs  # type: ignore[attr-defined]
+
+
+def test_example_click_asks_it_and_blank_question_gets_a_notice(page):
+    from playwright.sync_api import expect
+
+    from ui.app import EMPTY_MESSAGE, EXAMPLES
+    page.get_by_text(EXAMPLES[0], exact=True).click()
+    bot = page.locator("#chat [data-testid='bot']")
+    expect(bot.last.locator("a.cite").first).to_be_visible(timeout=60_000)
+    expect(page.locator("#chat [data-testid='user']").first).to_have_text(EXAMPLES[0])
+
+    page.fill("#question textarea", "   ")
+    page.keyboard.press("Enter")
+    expect(bot.last).to_contain_text(EMPTY_MESSAGE.split(":")[0])
+
+    page.get_by_role("button", name="Nouvelle conversation").click()
+    expect(bot).to_have_count(0)
+    expect(page.get_by_text(EXAMPLES[0], exact=True)).to_be_visible()

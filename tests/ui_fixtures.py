@@ -1,0 +1,130 @@
+"""Fixtures for the UI tests: a corpus with traps, one real assistant, one real server.
+
+Imported by tests/test_ui_http.py and tests/test_ui_browser.py (tests/conftest.py belongs to the
+library's tests). pytest registers an imported fixture once per importing module, so the costly
+objects are cached here, at module level, to be built once per session whichever test asks first.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "seeds"
+
+#: Sentences long enough to be indexed, carrying markup that must be shown, never run.
+MARKUP_TEXT = """\
+Note de test sur le balisage qui doit rester du texte dans les documents du corpus.
+
+Le pirate informatique a glissé <script>alert("x")</script> dans un commentaire du site de la mairie.
+
+Le mot <b>gras</b> figure en toutes lettres dans le rapport du conseil municipal de la ville.
+"""
+#: An HTML document: the source view shows the text the indexer extracted, not the markup.
+HTML_PAGE = """<!doctype html><html><head><title>Horaires</title>
+<script>alert("html")</script></head><body><h1>Horaires de la médiathèque</h1>
+<p>La médiathèque du quartier ouvre ses portes le samedi matin à neuf heures précises.</p>
+</body></html>
+"""
+#: A document in a subfolder whose name needs URL quoting.
+ODD_NAME = "sous dossier/note été #1.md"
+MARKUP_QUESTION = "Qu'a glissé le pirate informatique dans un commentaire du site de la mairie ?"
+
+#: Questions with a fact that only their own answer holds (checked against the seeds).
+KNOWN = {
+    "Quel pourcentage du PIB Trump exige-t-il ?": "5 %",
+    "Combien de soldats nord-coréens ont été envoyés dans la région de Koursk ?": "10 000",
+    "Which Finnish leader said Europe must support Ukraine as long as necessary?": "Orpo",
+    "Où Mark Rutte a-t-il rencontré Donald Trump ?": "Palm Beach",
+}
+
+_cache: dict[str, object] = {}
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class UICorpus:
+    root: Path  # the corpus folder: the seeds, markup.txt and traps
+    index: Path  # its index folder
+    outside: Path  # a secret file outside the corpus, reachable only through a symlink
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_corpus(base: Path) -> UICorpus:
+    """Seeds + markup.txt, plus files the source view must refuse to show."""
+    root = base / "corpus"
+    shutil.copytree(SEEDS, root)
+    (root / "markup.txt").write_text(MARKUP_TEXT, encoding="utf-8")
+    (root / "horaires.html").write_text(HTML_PAGE, encoding="utf-8")
+    (root / ODD_NAME).parent.mkdir()
+    (root / ODD_NAME).write_text("La fanfare municipale répète chaque jeudi soir dans le gymnase "
+                                 "du collège.\n", encoding="utf-8")
+    (root / "notes.json").write_text('{"secret": "not a document"}', encoding="utf-8")
+    (root / ".hidden.txt").write_text("Ce fichier caché ne doit jamais être servi par le site.\n",
+                                      encoding="utf-8")
+    outside_dir = base / "outside"
+    outside_dir.mkdir()
+    outside = outside_dir / "secret.txt"
+    outside.write_text("Ce secret hors du corpus ne doit jamais être servi par le site.\n",
+                       encoding="utf-8")
+    (root / "link_out.txt").symlink_to(outside)
+    (root / "linked_dir").symlink_to(outside_dir, target_is_directory=True)
+    return UICorpus(root, base / "index", outside)
+
+
+@pytest.fixture(scope="session")
+def ui_corpus(tmp_path_factory) -> UICorpus:
+    with _lock:
+        if "corpus" not in _cache:
+            _cache["corpus"] = make_corpus(tmp_path_factory.mktemp("ui"))
+        return _cache["corpus"]  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def ui_assistant(ui_corpus):
+    """The real assistant over the UI corpus, model loaded, built once per session."""
+    from rag.assistant import Assistant
+    with _lock:
+        if "assistant" not in _cache:
+            assistant = Assistant(ui_corpus.root, ui_corpus.index)
+            assistant.embedder  # load now, not inside the first timed request
+            _cache["assistant"] = assistant
+        return _cache["assistant"]
+
+
+@pytest.fixture(scope="session")
+def ui_server(ui_assistant):
+    """The app from ``build_app`` served by uvicorn in a thread; yields its base URL."""
+    import uvicorn
+
+    from ui.app import build_app
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(ui_assistant), host="127.0.0.1", port=port,
+                                           log_level="warning", timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=server.run, name="ui-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

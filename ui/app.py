@@ -1,0 +1,293 @@
+"""The chat UI: a Gradio app mounted in a FastAPI app that also serves the source view.
+
+``serve(assistant, host, port)`` is what ``rag chat`` calls; ``build_app(assistant)`` returns the
+FastAPI app so tests can run it in-process. One ``Assistant`` (one index, one model in memory) is
+built before the server starts and shared by every visitor; Gradio's queue runs up to
+``CONCURRENCY`` questions at once, each in its own worker thread, with no shared mutable state
+between requests (the conversation lives in each browser session's ``gr.State``).
+
+Routes:
+- ``/``: the chat (Gradio).
+- ``/source/<file>?lines=12-14#L12``: a corpus file with the cited lines lit (``ui.source_view``).
+- Gradio API ``/ask``: ``question`` and optional ``history`` -> the answer JSON, each citation with
+  the ``url`` of its source view.
+"""
+from __future__ import annotations
+
+import os
+
+# No network here, and no telemetry wanted anywhere: before gradio is imported.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import json  # noqa: E402
+import logging  # noqa: E402
+import socket  # noqa: E402
+from typing import Any  # noqa: E402
+
+import gradio as gr  # noqa: E402
+import uvicorn  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
+
+from rag.assistant import Assistant, QuestionError  # noqa: E402
+
+from .render import (answer_html, notice_html, question_html, sources_html,  # noqa: E402
+                     status_html, with_urls)
+from .source_view import source_router  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+#: Questions answered at the same time. Two cores: more would only make each answer slower.
+CONCURRENCY = 4
+#: Every event that runs the model shares one concurrency group (the chat and the API).
+MODEL_GROUP = "assistant"
+
+TITLE = "Questions sur les documents"
+SUBTITLE = ("Posez une question en français ou en anglais : la réponse cite mot pour mot les "
+            "phrases des documents, et chaque [n] mène aux lignes citées.")
+
+#: Shown in the empty chat; each is answered from the bundled seeds (the default corpus).
+EXAMPLES = [
+    "Quel pourcentage du PIB Trump exige-t-il ?",
+    "Où Mark Rutte a-t-il rencontré Donald Trump ?",
+    "Combien de soldats nord-coréens ont été envoyés dans la région de Koursk ?",
+    "Who is the Secretary General of NATO?",
+]
+
+EMPTY_MESSAGE = "Question vide : tapez une question."
+ERROR_MESSAGE = ("Erreur interne : la question n'a pas pu être traitée "
+                 "(détails dans le journal du serveur).")
+
+CSS = """
+.app-header h1 { margin: 0 0 .2rem; font-size: 1.6rem; }
+.app-header p { margin: 0; color: var(--body-text-color-subdued); }
+.status-line { font-size: .85rem; color: var(--body-text-color-subdued); margin-top: .4rem; }
+a.cite { font-weight: 600; text-decoration: none; padding: 0 .1rem;
+         color: var(--color-accent) !important; }
+a.cite:hover { text-decoration: underline; }
+.notice { color: #b45309; }
+.sources-panel { max-height: 640px; overflow-y: auto; }
+.sources-empty, .sources-sub { color: var(--body-text-color-subdued); font-size: .9rem; }
+.sources-abstained { font-weight: 600; margin-bottom: .5rem; }
+.source-card { border: 1px solid var(--border-color-primary); border-radius: 8px;
+               padding: .6rem .75rem; margin-bottom: .6rem;
+               background: var(--background-fill-primary); }
+.source-head { display: flex; flex-wrap: wrap; gap: .5rem; align-items: baseline;
+               font-size: .9rem; margin-bottom: .35rem; }
+.source-n { font-weight: 700; }
+.source-link { font-weight: 600; word-break: break-all; }
+.source-lines, .source-score { color: var(--body-text-color-subdued); }
+.source-score { margin-left: auto; font-variant-numeric: tabular-nums; }
+.source-text { white-space: pre-wrap; font-size: .9rem; line-height: 1.5; }
+.source-text mark { background: #fde68a; color: inherit; padding: 0 .1rem; border-radius: 2px; }
+"""
+
+
+# --- conversation state -------------------------------------------------------------------
+# A conversation is a list of turns: {"question": str, "answer": dict | None,
+# "notice": str | None, "pending": bool}. The answer dict is the API JSON (with urls), so the chat
+# can be re-rendered from it and the raw texts are at hand for the follow-up history.
+
+
+def history_for(turns: list[dict]) -> list[dict]:
+    """Earlier turns as the ``{"role", "content"}`` messages ``Assistant.ask`` reads."""
+    messages = []
+    for turn in turns:
+        if turn["answer"] is not None:
+            messages.append({"role": "user", "content": turn["question"]})
+            messages.append({"role": "assistant", "content": turn["answer"]["answer"]})
+    return messages
+
+
+def chat_messages(turns: list[dict]) -> list[dict]:
+    """What the Chatbot shows: escaped questions, answers with linked markers, notices."""
+    messages = []
+    for turn in turns:
+        if turn["question"].strip():
+            messages.append({"role": "user", "content": question_html(turn["question"])})
+        if turn["answer"] is not None:
+            messages.append({"role": "assistant", "content": answer_html(turn["answer"])})
+        elif turn["notice"]:
+            messages.append({"role": "assistant", "content": notice_html(turn["notice"])})
+    return messages
+
+
+def last_answer(turns: list[dict]) -> dict | None:
+    """The most recent answer, whose sources the side panel shows."""
+    return next((t["answer"] for t in reversed(turns) if t["answer"] is not None), None)
+
+
+def parse_history(history: Any) -> list:
+    """The API's ``history``: a list of messages or strings, a JSON string of one, or nothing.
+
+    A string that is not JSON is taken as one earlier question, which is what a hand-written
+    call most likely means.
+    """
+    if history is None or history == "":
+        return []
+    if isinstance(history, str):
+        try:
+            history = json.loads(history)
+        except json.JSONDecodeError:
+            return [history]
+        if isinstance(history, str):
+            return [history]
+    if isinstance(history, (list, tuple)):
+        return list(history)
+    raise gr.Error("history must be a list of {role, content} messages or of strings",
+                   print_exception=False)
+
+
+# --- app ----------------------------------------------------------------------------------
+
+
+class Chat:
+    """The event handlers, bound to the one shared assistant.
+
+    Handlers keep no state of their own: the conversation comes in and goes out as ``turns``
+    (a ``gr.State``, one per browser session), so concurrent visitors never share anything but
+    the read-only index and model.
+    """
+
+    def __init__(self, assistant: Assistant) -> None:
+        self.assistant = assistant
+
+    def answer(self, question: str, history: list) -> dict:
+        """Ask and return the API JSON; QuestionError passes through, so callers can word it."""
+        return with_urls(self.assistant.ask(question, history=history).to_json())
+
+    def add_question(self, question: str, turns: list[dict]) -> tuple:
+        """Show the question at once (answering takes a moment) and clear the box.
+
+        A blank question is refused here with a notice, without reaching the queue.
+        """
+        turns = list(turns or [])
+        try:
+            self.assistant.clean_question(question)
+            turns.append({"question": question, "answer": None, "notice": None, "pending": True})
+        except QuestionError:
+            turns.append({"question": "", "answer": None, "notice": EMPTY_MESSAGE,
+                          "pending": False})
+        return chat_messages(turns), turns, ""
+
+    def answer_last(self, turns: list[dict]) -> tuple:
+        """Answer the pending question, with the earlier turns as history for follow-ups."""
+        turns = list(turns or [])
+        if not turns or not turns[-1]["pending"]:
+            return chat_messages(turns), turns, sources_html(last_answer(turns))
+        turn = dict(turns[-1], pending=False)
+        try:
+            turn["answer"] = self.answer(turn["question"], history_for(turns[:-1]))
+        except QuestionError as exc:
+            turn["notice"] = f"Question refusée : {exc}"
+        except Exception:  # one bad question must not take the chat down
+            log.exception("error while answering %r", turn["question"])
+            turn["notice"] = ERROR_MESSAGE
+        turns[-1] = turn
+        return chat_messages(turns), turns, sources_html(last_answer(turns))
+
+    def ask(self, question: str, history: list | str | None = None) -> dict:
+        """Answer `question` with cited sentences from the corpus.
+
+        `history` (optional): the earlier turns, as a list of {"role", "content"} messages or of
+        strings (or the same as a JSON string), so that follow-up questions are understood.
+        Returns the answer JSON; each citation has the `url` of its source view on this server.
+        """
+        try:
+            return self.answer(question, parse_history(history))
+        except QuestionError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except gr.Error:
+            raise
+        except Exception:
+            log.exception("error while answering %r", question)
+            raise gr.Error("internal error while answering; see the server log",
+                           print_exception=False) from None
+
+
+def example_text(evt: gr.SelectData) -> str:
+    """The text of the example the visitor clicked."""
+    return evt.value["text"]
+
+
+def new_conversation() -> tuple:
+    return [], [], sources_html(None)
+
+
+def build_blocks(assistant: Assistant) -> gr.Blocks:
+    """The Gradio UI and the ``/ask`` API endpoint, bound to one shared assistant."""
+    chat = Chat(assistant)
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        gr.HTML(f"<h1>{TITLE}</h1><p>{SUBTITLE}</p>{status_html(assistant.status())}",
+                js_on_load=None, elem_classes="app-header")
+        turns = gr.State([])
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                chatbot = gr.Chatbot(
+                    label="Conversation", elem_id="chat", height=540,
+                    # Messages are our own escaped HTML: no Markdown, no LaTeX, sanitized anyway.
+                    render_markdown=False, sanitize_html=True, allow_tags=False,
+                    latex_delimiters=[], buttons=["copy", "copy_all"], feedback_options=None,
+                    examples=[{"text": q} for q in EXAMPLES],
+                    placeholder="**Exemples** — cliquez pour poser la question :",
+                )
+                question = gr.Textbox(placeholder="Posez une question sur les documents…",
+                                      show_label=False, elem_id="question", submit_btn="Envoyer",
+                                      autofocus=True, max_lines=4)
+                clear = gr.Button("Nouvelle conversation", size="sm", variant="secondary")
+            with gr.Column(scale=2):
+                gr.Markdown("### Sources")
+                sources = gr.HTML(sources_html(None), js_on_load=None, elem_id="sources",
+                                  elem_classes="sources-panel")
+
+        # Two steps: the question shows at once (not queued), then the answer (queued, shares
+        # the model's concurrency group with the API).
+        shown = dict(fn=chat.add_question, inputs=[question, turns],
+                     outputs=[chatbot, turns, question], queue=False, api_visibility="private")
+        answered = dict(fn=chat.answer_last, inputs=[turns], outputs=[chatbot, turns, sources],
+                        concurrency_id=MODEL_GROUP, api_visibility="private")
+        question.submit(**shown).then(**answered)
+        (chatbot.example_select(example_text, None, question, queue=False,
+                                api_visibility="private")
+         .then(**shown).then(**answered))
+        for cleared in (clear.click, chatbot.clear):  # the button and the chat's bin icon
+            cleared(new_conversation, None, [chatbot, turns, sources], queue=False,
+                    api_visibility="private")
+        gr.api(chat.ask, api_name="ask", concurrency_id=MODEL_GROUP)
+    return demo
+
+
+def build_app(assistant: Assistant) -> FastAPI:
+    """The whole server: ``/source/...`` first, then the Gradio app on every other path."""
+    app = FastAPI(title=TITLE, docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(source_router(assistant.corpus, assistant.index_settings.min_words))
+    demo = build_blocks(assistant).queue(default_concurrency_limit=CONCURRENCY)
+    return gr.mount_gradio_app(
+        app, demo, path="/", theme=gr.themes.Soft(primary_hue="blue"), css=CSS,
+        footer_links=["api", "settings"], run_history=False, ssr_mode=False, mcp_server=False,
+        show_error=False)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, bound before anything is printed, so a busy port fails clearly."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"rag: error: cannot listen on {host}:{port} ({exc.strerror}); "
+                         f"is another chat running? pick another port with --port") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(assistant: Assistant, host: str = "127.0.0.1", port: int = 7860) -> None:
+    """Serve the chat until interrupted; prints the URL once the port is taken."""
+    app = build_app(assistant)
+    sock = bind(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"Chat ready at http://{shown}:{sock.getsockname()[1]}/", flush=True)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
+    uvicorn.Server(config).run(sockets=[sock])

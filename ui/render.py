@@ -1,0 +1,129 @@
+"""HTML for the chat: answers with clickable citation markers, the sources panel, the status line.
+
+Pure functions from an answer's JSON (``Answer.to_json()`` plus a ``url`` per citation) to HTML
+strings, so they are easy to test and shared by the chat and the API.
+
+Corpus text is data, never markup: every piece of text from the corpus, the question or the
+library goes through ``html.escape`` before our own tags are added around it. The Chatbot
+renders its messages as (sanitized) HTML, not Markdown, so ``*``, ``_``, ``$$`` or a fenced block
+in a document cannot change the layout either.
+"""
+from __future__ import annotations
+
+import html
+from urllib.parse import quote
+
+SOURCE_ROUTE = "/source/"
+
+
+def source_url(source: str, start_line: int, end_line: int) -> str:
+    """Path of the source view for ``source`` (relative to the corpus) with lines lit."""
+    return (f"{SOURCE_ROUTE}{quote(source, safe='/')}?lines={start_line}-{end_line}"
+            f"#L{start_line}")
+
+
+def with_urls(answer: dict) -> dict:
+    """The answer JSON with a ``url`` on each citation and passage (what the API returns)."""
+    for item in answer["citations"] + answer["passages"]:
+        item["url"] = source_url(item["source"], item["start_line"], item["end_line"])
+    return answer
+
+
+def line_range(start: int, end: int) -> str:
+    return f"ligne {start}" if start == end else f"lignes {start}–{end}"
+
+
+def marker_link(citation: dict) -> str:
+    """``[n]`` as a link to the cited lines."""
+    where = line_range(citation["start_line"], citation["end_line"])
+    title = html.escape(f"{citation['source']}, {where}", quote=True)
+    return (f'<a class="cite" href="{html.escape(citation["url"], quote=True)}" '
+            f'title="{title}">[{citation["n"]}]</a>')
+
+
+def answer_html(answer: dict) -> str:
+    """The assistant's chat message: each cited sentence followed by its linked marker.
+
+    Built from the citations rather than by parsing ``answer["answer"]``: a sentence that itself
+    contains "[2]" (a footnote in the source) must not become a link.
+    """
+    if answer["abstained"] or not answer["citations"]:
+        return f'<p class="abstained">{html.escape(answer["answer"])}</p>'
+    parts = [f"{html.escape(c['text'])} {marker_link(c)}" for c in answer["citations"]]
+    return f'<p class="answer">{" ".join(parts)}</p>'
+
+
+def question_html(question: str) -> str:
+    """The user's chat message, shown as typed (escaped)."""
+    return html.escape(question)
+
+
+def notice_html(message: str) -> str:
+    """A one-line message in the chat for a refused question or an internal error."""
+    return f'<p class="notice">⚠️ {html.escape(message)}</p>'
+
+
+def highlighted_passage(passage_text: str, sentence: str) -> str:
+    """The passage, escaped, with the cited sentence wrapped in ``<mark>``."""
+    at = passage_text.find(sentence) if sentence else -1
+    if at < 0:
+        return html.escape(passage_text)
+    end = at + len(sentence)
+    return (html.escape(passage_text[:at]) + "<mark>" + html.escape(sentence) + "</mark>"
+            + html.escape(passage_text[end:]))
+
+
+def passage_for(citation: dict, passages: list[dict]) -> dict | None:
+    """The retrieved passage that contains the cited sentence, to show it in context."""
+    for passage in passages:
+        if (passage["source"] == citation["source"]
+                and passage["start_line"] <= citation["start_line"]
+                and citation["end_line"] <= passage["end_line"]
+                and citation["text"] in passage["text"]):
+            return passage
+    return None
+
+
+def source_card(label: str, item: dict, body: str) -> str:
+    """One entry of the sources panel: a linked header (file, lines, score) and the text."""
+    url = html.escape(item["url"], quote=True)
+    return (f'<div class="source-card"><div class="source-head">'
+            f'<span class="source-n">{html.escape(label)}</span> '
+            f'<a class="source-link" href="{url}" target="_blank" rel="noopener">'
+            f'{html.escape(item["source"])}</a> '
+            f'<span class="source-lines">{line_range(item["start_line"], item["end_line"])}</span>'
+            f'<span class="source-score">score {item["score"]:.2f}</span></div>'
+            f'<div class="source-text">{body}</div></div>')
+
+
+def sources_html(answer: dict | None, closest: int = 3) -> str:
+    """The sources panel for the last answer.
+
+    For an answer: one card per citation, the passage with the cited sentence marked. For an
+    abstention: the message and the ``closest`` passages, so the reader can look for themselves.
+    """
+    if answer is None:
+        return ('<div class="sources-empty">Les sources de la dernière réponse '
+                's’afficheront ici, avec le passage cité surligné.</div>')
+    if answer["abstained"] or not answer["citations"]:
+        cards = [source_card(f"#{i}", p, html.escape(p["text"]))
+                 for i, p in enumerate(answer["passages"][:closest], start=1)]
+        intro = (f'<div class="sources-abstained">{html.escape(answer["answer"])}</div>'
+                 + ('<div class="sources-sub">Passages les plus proches :</div>' if cards else ""))
+        return intro + "".join(cards)
+    cards = []
+    for citation in answer["citations"]:
+        passage = passage_for(citation, answer["passages"])
+        body = (highlighted_passage(passage["text"], citation["text"]) if passage
+                else f"<mark>{html.escape(citation['text'])}</mark>")
+        cards.append(source_card(f"[{citation['n']}]", citation, body))
+    return "".join(cards)
+
+
+def status_html(status: dict) -> str:
+    """The index status line: files, chunks, model, build time."""
+    built = str(status.get("built", "")).replace("T", " ")[:16]
+    text = (f"Index : {status['files']} fichiers · {status['chunks']} passages · "
+            f"modèle {status['model']} · construit le {built}")
+    corpus = html.escape(str(status.get("corpus", "")), quote=True)
+    return f'<div class="status-line" title="{corpus}">{html.escape(text)}</div>'
