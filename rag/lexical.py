@@ -17,7 +17,14 @@ import Stemmer
 from bm25s.stopwords import STOPWORDS_FRENCH
 
 _WORD = re.compile(r"\w\w+")
-STOPWORDS = frozenset(STOPWORDS_FRENCH)
+#: Question words and the commonest verbs of questions are not in the bm25s list; left in, "quel"
+#: or "comment" would match every passage that happens to use them.
+QUESTION_WORDS = frozenset({
+    "quel", "quelle", "quels", "quelles", "lequel", "laquelle", "lesquels", "lesquelles", "comment",
+    "combien", "pourquoi", "quand", "où", "qui", "que", "quoi", "dont", "selon", "lors", "lorsque",
+    "lorsqu", "est", "sont", "était", "étaient", "être", "avoir", "ont", "avait", "avaient", "fait",
+    "faire", "elle", "elles", "ils", "il"})
+STOPWORDS = frozenset(STOPWORDS_FRENCH) | QUESTION_WORDS
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,93 @@
+"""Choose the hybrid retriever's settings by measurement: document recall for BM25, dense and
+weighted reciprocal rank fusion over a grid of (k, BM25 weight, depth), with and without scaling
+the BM25 weight by the question's vocabulary coverage, and BM25 with and without the question-word
+stop list. Query vectors and both rankings are computed once, so the grid costs seconds.
+
+    python benchmarks/fusion_sweep.py --corpus ../shared/bench/piaf/corpus \\
+        --questions ../shared/bench/piaf/questions.jsonl [--limit N]
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rag import lexical  # noqa: E402
+from rag.assistant import Assistant  # noqa: E402
+from rag.retrieve import Ranking, bm25_ranking, dense_ranking, fuse, vocabulary_coverage  # noqa: E402
+
+
+def doc_recall(rankings: list[list[str]], golds: list[set[str]], ks=(1, 5, 10)) -> dict[str, float]:
+    out = {}
+    for k in ks:
+        out[f"r@{k}"] = float(np.mean([bool(set(r[:k]) & g) for r, g in zip(rankings, golds)]))
+    return out
+
+
+def sources(index, rows: list[int]) -> list[str]:
+    seen: list[str] = []
+    for row in rows:
+        s = index.chunks[row].source
+        if s not in seen:
+            seen.append(s)
+    return seen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--corpus", type=Path, default=Path("seeds"))
+    parser.add_argument("--questions", type=Path, default=Path("eval/questions.jsonl"))
+    parser.add_argument("--index", type=Path, default=None)
+    parser.add_argument("--limit", type=int, default=None)
+    args = parser.parse_args()
+
+    assistant = Assistant(args.corpus, args.index, progress=True)
+    index = assistant.index
+    questions = [json.loads(line) for line in args.questions.read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+    questions = [q for q in questions if q.get("answerable", True)][:args.limit]
+    golds = [set(q["sources"]) for q in questions]
+    texts = [q["question"] for q in questions]
+    print(f"{len(questions)} answerable questions, {len(index.chunks)} chunks")
+
+    started = time.perf_counter()
+    vectors = assistant.embedder.encode_queries(texts)
+    print(f"query embedding: {1000 * (time.perf_counter() - started) / len(texts):.1f} ms/question")
+    dense = [dense_ranking(index, v, 100) for v in vectors]
+
+    variants = {}
+    for name, extra in (("bm25s French list", frozenset()),
+                        ("+ question words", lexical.QUESTION_WORDS)):
+        lexical.STOPWORDS = frozenset(lexical.STOPWORDS_FRENCH) | extra
+        index.lexical = lexical.LexicalIndex.build([c.text for c in index.chunks])
+        bm25 = [bm25_ranking(index, t, 100) for t in texts]
+        coverage = [vocabulary_coverage(index, t) for t in texts]
+        variants[name] = (bm25, coverage)
+        print(f"BM25 stop words = {name:18s}", doc_recall([sources(index, r.rows) for r in bm25], golds))
+    print(f"dense                            ", doc_recall([sources(index, r.rows) for r in dense], golds))
+
+    print("\nfusion grid (stop words + question words):")
+    bm25, coverage = variants["+ question words"]
+    results = []
+    for k, weight, depth, scaled in itertools.product((5, 20, 60, 100), (0.5, 0.75, 1.0, 1.5),
+                                                      (10, 50, 100), (False, True)):
+        fused = []
+        for d, b, c in zip(dense, bm25, coverage):
+            w = weight * (c if scaled else 1.0)
+            fused.append(fuse([(Ranking(d.rows[:depth], d.scores[:depth]), 1.0),
+                               (Ranking(b.rows[:depth], b.scores[:depth]), w)], k).rows)
+        scores = doc_recall([sources(index, r) for r in fused], golds)
+        results.append((scores["r@5"], scores["r@1"], k, weight, depth, scaled, scores))
+    for r5, r1, k, weight, depth, scaled, scores in sorted(results, reverse=True)[:15]:
+        print(f"k={k:3d} bm25_weight={weight:4.2f} depth={depth:3d} coverage_scaled={scaled!s:5s}", scores)
+
+
+if __name__ == "__main__":
+    main()
