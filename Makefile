@@ -36,7 +36,7 @@ test: setup browser
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python benchmarks/embedding_throughput.py
+	$(BIN)/python benchmarks/embedding_throughput.py && $(BIN)/python benchmarks/latency.py && $(BIN)/python benchmarks/cold_start.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rag import lexical  # noqa: E402
 from rag.assistant import Assistant  # noqa: E402
-from rag.retrieve import Ranking, bm25_ranking, dense_ranking, fuse, vocabulary_coverage  # noqa: E402
+from rag.retrieve import (Ranking, bm25_ranking, dense_ranking, fuse, sentence_ranking,  # noqa: E402
+                          vocabulary_coverage)
 
 
 def doc_recall(rankings: list[list[str]], golds: list[set[str]], ks=(1, 5, 10)) -> dict[str, float]:
@@ -61,6 +62,8 @@ def main() -> None:
     vectors = assistant.embedder.encode_queries(texts)
     print(f"query embedding: {1000 * (time.perf_counter() - started) / len(texts):.1f} ms/question")
     dense = [dense_ranking(index, v, 100) for v in vectors]
+    sentence_dense = [sentence_ranking(index, v, 100) for v in vectors]
+    print("sentence-level dense             ", doc_recall([sources(index, r.rows) for r in sentence_dense], golds))
 
     variants = {}
     for name, extra in (("bm25s French list", frozenset()),
@@ -76,17 +79,19 @@ def main() -> None:
     print("\nfusion grid (stop words + question words):")
     bm25, coverage = variants["+ question words"]
     results = []
-    for k, weight, depth, scaled in itertools.product((5, 20, 60, 100), (0.5, 0.75, 1.0, 1.5),
-                                                      (10, 50, 100), (False, True)):
+    for k, weight, depth, scaled, sw in itertools.product((5, 20, 60), (0.75, 1.0, 1.5), (50, 100),
+                                                          (False, True), (0.0, 0.5, 1.0)):
         fused = []
-        for d, b, c in zip(dense, bm25, coverage):
+        for d, sd, b, c in zip(dense, sentence_dense, bm25, coverage):
             w = weight * (c if scaled else 1.0)
             fused.append(fuse([(Ranking(d.rows[:depth], d.scores[:depth]), 1.0),
+                               (Ranking(sd.rows[:depth], sd.scores[:depth]), sw),
                                (Ranking(b.rows[:depth], b.scores[:depth]), w)], k).rows)
         scores = doc_recall([sources(index, r) for r in fused], golds)
-        results.append((scores["r@5"], scores["r@1"], k, weight, depth, scaled, scores))
-    for r5, r1, k, weight, depth, scaled, scores in sorted(results, reverse=True)[:15]:
-        print(f"k={k:3d} bm25_weight={weight:4.2f} depth={depth:3d} coverage_scaled={scaled!s:5s}", scores)
+        results.append((scores["r@5"], scores["r@1"], k, weight, depth, scaled, sw, scores))
+    for r5, r1, k, weight, depth, scaled, sw, scores in sorted(results, reverse=True)[:15]:
+        print(f"k={k:3d} bm25_weight={weight:4.2f} depth={depth:3d} coverage_scaled={scaled!s:5s} "
+              f"sentence_weight={sw:3.1f}", scores)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,22 @@ def dense_ranking(index: Index, query_vector: np.ndarray, depth: int) -> Ranking
     return Ranking(rows[0][keep].tolist(), scores[0][keep].tolist())
 
 
+def sentence_ranking(index: Index, query_vector: np.ndarray, depth: int) -> Ranking:
+    """Chunks ranked by their best-matching sentence: a finer-grained dense view, which finds a
+    one-sentence fact buried in a long chunk."""
+    if not len(index.sentences):
+        return Ranking([], [])
+    cosines = index.sentence_vectors @ query_vector.astype(np.float32)
+    best: dict[int, float] = {}
+    for srow in np.argsort(-cosines)[:depth * 4].tolist():
+        chunk_row = int(index.sentences[srow, 0])
+        if chunk_row not in best:
+            best[chunk_row] = float(cosines[srow])
+            if len(best) == depth:
+                break
+    return Ranking(list(best), list(best.values()))
+
+
 def bm25_ranking(index: Index, question: str, depth: int) -> Ranking:
     scores = index.lexical.scores(question)
     if not len(scores):

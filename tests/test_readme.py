@@ -1,0 +1,28 @@
+"""The README's promises: its Python example runs as written, and its two commands exist."""
+from __future__ import annotations
+
+import re
+import subprocess
+
+from conftest import ROOT
+
+
+def test_readme_python_example_runs(capsys):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    exec(compile(example, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "La Haye" in out and "[1]" in out
+    assert re.search(r"^1 003_b5cff0097fa7fce3\.txt \d+ \d+$", out, re.M)
+
+
+def test_readme_opens_with_the_two_make_commands():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    first_block = re.search(r"```sh\n(.*?)```", readme, re.S).group(1)
+    assert [line.split()[:2] for line in first_block.strip().splitlines()] == [
+        ["make", "chat"], ["make", "test"]]
+    targets = subprocess.run(["make", "-n", "chat", "test"], cwd=ROOT, capture_output=True,
+                             text=True)
+    assert targets.returncode == 0, targets.stderr
+    assert "torch==2.13.0" in (ROOT / "Makefile").read_text()
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
