@@ -189,6 +189,12 @@ def abstention_message(english: bool) -> str:
     return "Les documents ne répondent pas à cette question. Voici les passages les plus proches."
 
 
+def abstain_threshold(settings: SearchSettings, english: bool) -> float:
+    """The support an answer needs; lower for English questions over French text, whose
+    similarities run systematically lower."""
+    return settings.abstain_threshold - (settings.cross_lingual_offset if english else 0.0)
+
+
 def choose_answer(index: Index, question: str, query_vector: np.ndarray,
                   passage_rows: list[int], settings: SearchSettings,
                   english: bool) -> tuple[list[ScoredSentence], float]:
@@ -201,8 +207,7 @@ def choose_answer(index: Index, question: str, query_vector: np.ndarray,
     kind = expected_type(question)
     typed = [s for s in scored if has_expected_type(kind, index.sentence_text(s.row), question)]
     support = typed[0].score if typed else (scored[0].score - 1.0 if scored else -1.0)
-    threshold = settings.abstain_threshold - (settings.cross_lingual_offset if english else 0.0)
-    if not typed or support < threshold:
+    if not typed or support < abstain_threshold(settings, english):
         return [], support
     if not english and names_missing(question, index.source_text(index.chunks[typed[0].chunk_row].source)):
         return [], support

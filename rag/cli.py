@@ -142,4 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the package module, so that `python -m rag.cli` and the `rag` script share one
+    # set of exception classes (the ones other modules import from rag.cli).
+    from rag.cli import main as package_main
+    sys.exit(package_main())

@@ -1,4 +1,5 @@
-"""Rank chunks for a question: dense (FAISS), BM25, or both fused by reciprocal rank fusion.
+"""Rank chunks for a question: dense (FAISS), BM25, or hybrid: reciprocal rank fusion of three
+rankings, chunks by their vector, chunks by their best sentence's vector, and BM25.
 
 Fusion is weighted by how much each side has to say. BM25 knows only the corpus's words: for an
 English question over French text almost no question word is in its vocabulary, and the few that
@@ -89,6 +90,8 @@ def rank(index: Index, question: str, query_vector: np.ndarray | None, mode: str
     dense = dense_ranking(index, query_vector, settings.depth)
     if mode == "dense":
         return dense
+    by_sentence = sentence_ranking(index, query_vector, settings.depth)
     lexical = bm25_ranking(index, question, settings.depth)
     bm25_weight = settings.bm25_weight * vocabulary_coverage(index, question)
-    return fuse([(dense, settings.dense_weight), (lexical, bm25_weight)], settings.rrf_k)
+    return fuse([(dense, settings.dense_weight), (by_sentence, settings.sentence_weight),
+                 (lexical, bm25_weight)], settings.rrf_k)

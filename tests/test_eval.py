@@ -1,0 +1,344 @@
+"""The evaluation runner: metric arithmetic, `rag eval` end to end, and the CI quality gate."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_rag
+from eval.metrics import (METRIC_KEYS, SourceLines, abstention_curves, answer_accuracy,
+                          answer_contains, answer_matches, check_gates, citation_validity,
+                          compute_metrics, mrr_at, normalize_answer, percentile, recall_at)
+from eval.runner import DEFAULT_GATES, DEFAULT_QUESTIONS, load_gates, load_questions, run_eval
+from rag.cli import UserError
+
+
+def rec(**kw) -> dict:
+    """A hand-made per-question record with harmless defaults."""
+    base = {"id": "x", "question": "?", "kind": "fact", "retriever": "hybrid", "answerable": True,
+            "gold_answers": ["Oslo"], "gold_sources": ["a.txt"], "answer": "", "abstained": False,
+            "citations": [], "passages": [], "retrieved_sources": [], "latency_ms": 10.0,
+            "support": 0.9}
+    base.update(kw)
+    return base
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def test_normalize_answer_spaces_apostrophes_case_nfkc():
+    assert normalize_answer("10\u00a0000 soldats") == "10 000 soldats"  # no-break space
+    assert normalize_answer("5\u202f%") == "5 %"  # narrow no-break space
+    assert normalize_answer("l\u2019OTAN") == normalize_answer("L'otan") == "l'otan"
+    assert normalize_answer("\u2018x\u2019") == "'x'"
+    assert normalize_answer("  Jens\n\t  STOLTENBERG ") == "jens stoltenberg"
+    assert normalize_answer("\ufb01n") == "fin"  # NFKC ligature
+    assert normalize_answer("47\u1d49") == "47e"  # NFKC superscript
+
+
+def test_answer_matches_after_normalisation():
+    assert answer_matches("Environ 10\u00a0000 soldats [1]", ["10 000"])
+    assert answer_matches("le chef de l’Alliance", ["l'alliance"])
+    assert not answer_matches("Oslo", ["Bergen"])
+    assert not answer_matches("anything", [])
+    assert not answer_matches("anything", ["   "])  # a blank gold string never matches
+
+
+# --------------------------------------------------------------------------- retrieval
+
+
+def test_recall_and_mrr_math():
+    records = [
+        rec(retrieved_sources=["a.txt", "b.txt"]),                          # rank 1
+        rec(retrieved_sources=["b.txt", "c.txt", "a.txt"]),                 # rank 3
+        rec(retrieved_sources=[f"{i}.txt" for i in range(5)] + ["a.txt"]),  # rank 6
+        rec(retrieved_sources=["b.txt"]),                                   # miss
+        rec(gold_sources=["z.txt", "c.txt"], retrieved_sources=["b.txt", "c.txt"]),  # rank 2
+        rec(answerable=False, gold_answers=[], gold_sources=[], retrieved_sources=["a.txt"]),
+    ]
+    assert recall_at(records, 1) == pytest.approx(1 / 5)
+    assert recall_at(records, 5) == pytest.approx(3 / 5)
+    assert mrr_at(records, 10) == pytest.approx((1 + 1 / 3 + 1 / 6 + 0 + 1 / 2) / 5)
+    assert mrr_at(records, 2) == pytest.approx((1 + 1 / 2) / 5)
+
+
+def test_failed_question_is_a_miss_and_counted():
+    records = [rec(retrieved_sources=["a.txt"], answer="Oslo"),
+               rec(error="RuntimeError: boom", abstained=None, answer="", latency_ms=None)]
+    m = compute_metrics(records, Path("/nonexistent"))
+    assert m["n_failed"] == 1 and m["n_questions"] == 2
+    assert m["recall@1"] == 0.5
+    assert m["answer_accuracy"] == 0.5
+    assert m["answer_contains"] == 1.0  # the failure did not answer
+    assert m["abstain_answerable"] == 0.0  # nor abstain
+    assert m["latency_ms_p50"] == 10.0
+
+
+# --------------------------------------------------------------------------- answers, abstention
+
+
+def test_answer_contains_vs_answer_accuracy():
+    records = [
+        rec(answer="C'est à Oslo. [1]"),                      # correct
+        rec(answer="C'est à Bergen. [1]"),                    # wrong
+        rec(answer="Les documents ne répondent pas", abstained=True),  # abstained
+        rec(answer="La capitale\u00a0: OSLO [1]"),            # correct after normalising
+        rec(answerable=False, gold_answers=[], gold_sources=[], answer="Oslo"),  # not counted
+    ]
+    assert answer_contains(records) == pytest.approx(2 / 3)
+    assert answer_accuracy(records) == pytest.approx(2 / 4)
+
+
+def test_abstention_shares():
+    un = dict(answerable=False, gold_answers=[], gold_sources=[])
+    records = [rec(**un, abstained=True), rec(**un, abstained=True), rec(**un, abstained=False),
+               rec(**un, abstained=None, error="x"),
+               rec(abstained=True), rec(abstained=False), rec(abstained=False), rec(abstained=False)]
+    m = compute_metrics(records, Path("/nonexistent"))
+    assert m["abstain_unanswerable"] == pytest.approx(2 / 4)
+    assert m["abstain_answerable"] == pytest.approx(1 / 4)
+    assert (m["n_answerable"], m["n_unanswerable"]) == (4, 4)
+
+
+def test_empty_sets_do_not_divide_by_zero():
+    m = compute_metrics([], Path("/nonexistent"))
+    assert tuple(m) == METRIC_KEYS
+    assert all(m[k] is None for k in METRIC_KEYS if not k.startswith("n_"))
+    assert m["n_questions"] == 0
+    # only answerable questions (PIAF): the unanswerable share is undefined, not 0
+    m = compute_metrics([rec(answer="Oslo")], Path("/nonexistent"))
+    assert m["abstain_unanswerable"] is None and m["citation_valid"] is None
+    assert m["answer_contains"] == 1.0
+    # only abstentions: nothing answered, so answer_contains is undefined
+    assert answer_contains([rec(abstained=True)]) is None
+
+
+def test_percentile():
+    assert percentile([], 50) is None
+    assert percentile([3.0], 95) == 3.0
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile(list(range(101)), 95) == pytest.approx(95)
+
+
+# --------------------------------------------------------------------------- citations
+
+
+def test_citation_validity_on_real_files(tmp_path):
+    corpus = tmp_path / "corpus"
+    (corpus / "sub").mkdir(parents=True)
+    (corpus / "a.txt").write_text("Titre\n\nLe sommet aura lieu à La Haye.\nIl durera deux "
+                                  "jours.\nFin du texte ici.\n", encoding="utf-8")
+    (corpus / "sub" / "p.html").write_text(
+        "<html><head><title>T</title></head><body><p>Première phrase du texte.</p>"
+        "<p>Le ministre a parlé &agrave; Oslo mardi.</p></body></html>", encoding="utf-8")
+
+    def cite(source, start, end, text):
+        return {"n": 1, "source": source, "start_line": start, "end_line": end, "text": text,
+                "score": 0.9}
+
+    good = [cite("a.txt", 3, 3, "Le sommet aura lieu à La Haye."),
+            cite("a.txt", 3, 4, "La Haye.\nIl durera deux jours."),  # spans two lines
+            cite("sub/p.html", 5, 5, "Le ministre a parlé à Oslo mardi.")]  # the text the index read
+    bad = [cite("a.txt", 4, 4, "Le sommet aura lieu à La Haye."),  # wrong line
+           cite("a.txt", 3, 3, "Le sommet aura lieu à Paris."),  # not verbatim
+           cite("a.txt", 9, 9, "Fin"),  # beyond the file
+           cite("missing.txt", 1, 1, "x"),  # no such file
+           cite("../outside.txt", 1, 1, "x"),  # outside the corpus
+           cite("sub/p.html", 5, 5, "<p>Le ministre")]  # raw markup is not what the index read
+    (tmp_path / "outside.txt").write_text("x\n", encoding="utf-8")
+    sources = SourceLines(corpus, min_words=5)
+    html_lines = sources.lines("sub/p.html")
+    assert html_lines is not None and html_lines[4] == "Le ministre a parlé à Oslo mardi.", html_lines
+    assert [sources.citation_ok(c) for c in good] == [True] * 3
+    assert [sources.citation_ok(c) for c in bad] == [False] * 6
+    share, n = citation_validity([rec(citations=good), rec(citations=bad[:1])], corpus, 5)
+    assert (share, n) == (pytest.approx(3 / 4), 4)
+    assert citation_validity([rec()], corpus, 5) == (None, 0)
+
+
+# --------------------------------------------------------------------------- gates, curves
+
+
+def test_check_gates_min_max_and_missing():
+    gates = {"a": {"min": 0.5}, "b": {"max": 0.1}, "c": {"min": 1.0}, "_comment": "ignored"}
+    results = {name: ok for name, _, _, _, ok in check_gates({"a": 0.5, "b": 0.2, "c": None}, gates)}
+    assert results == {"a": True, "b": False, "c": False}
+
+
+def test_gates_file_has_the_required_floors():
+    gates = load_gates(DEFAULT_GATES)
+    assert gates["recall@5"] == {"min": 0.95}
+    assert gates["answer_contains"] == {"min": 0.85}
+    assert gates["abstain_unanswerable"] == {"min": 0.75}
+    assert gates["abstain_answerable"] == {"max": 0.10}
+    assert gates["citation_valid"] == {"min": 1.0}
+    assert all(name in METRIC_KEYS for name in gates)
+
+
+def test_abstention_curves():
+    un = dict(answerable=False, gold_answers=[], gold_sources=[])
+    records = [
+        rec(support=0.95, answer="Oslo", abstain_threshold=0.8),
+        rec(support=0.85, answer="Bergen", abstain_threshold=0.8),
+        rec(support=0.78, abstained=True, answer="", abstain_threshold=0.8),
+        rec(support=0.90, abstained=True, answer="", abstain_threshold=0.8),  # vetoed
+        rec(support=0.77, answer="Oslo", abstain_threshold=0.76),  # English: offset 0.04
+        rec(**un, support=0.82, abstain_threshold=0.8),
+        rec(**un, support=0.70, abstained=True, abstain_threshold=0.8),
+        rec(**un, support=None, abstained=True),
+    ]
+    c = abstention_curves(records, [0.75, 0.8, 0.9, 1.0], run_threshold=0.8)
+    assert c["n_vetoed"] == 1 and c["n_unknown_support"] == 1
+    # at 0.75: the 0.78 one answers too (upper bound), the English one (0.77 >= 0.71) answers
+    assert c["answerable_answered"] == pytest.approx([4 / 5, 3 / 5, 1 / 5, 0])
+    assert c["unanswerable_answered"] == pytest.approx([1 / 3, 1 / 3, 0, 0])
+    assert c["answerable_correct"][0] is None  # unknown below the threshold used
+    assert c["answerable_correct"][1:] == pytest.approx([2 / 5, 1 / 5, 0])
+
+
+# --------------------------------------------------------------------------- questions file
+
+
+def test_load_questions_errors_name_the_line(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_questions(tmp_path / "nope.jsonl")
+    path = tmp_path / "q.jsonl"
+    good = json.dumps({"id": "a", "question": "Q ?", "answers": [], "sources": [],
+                       "answerable": False, "kind": "x", "extra": 1})
+    path.write_text(good + "\n\n{not json\n", encoding="utf-8")
+    with pytest.raises(UserError, match="line 3: not valid JSON"):
+        load_questions(path)
+    path.write_text(good + "\n" + json.dumps({"id": "b", "question": "Q"}) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match="line 2: missing key"):
+        load_questions(path)
+    path.write_text(good + "\n" + good + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match="line 2: duplicate id"):
+        load_questions(path)
+    path.write_text("\n", encoding="utf-8")
+    with pytest.raises(UserError, match="no question"):
+        load_questions(path)
+    path.write_text(good + "\n", encoding="utf-8")
+    assert load_questions(path)[0]["history"] == []
+
+
+# --------------------------------------------------------------------------- end to end
+
+SMALL_SET = [
+    {"id": "s1", "question": "Quel pourcentage du PIB Donald Trump a-t-il exigé des membres de "
+     "l'alliance transatlantique ?", "answers": ["5 %"], "sources": ["000_024703823b32d0c5.txt"], "answerable": True,
+     "kind": "fact"},
+    {"id": "s2", "question": "Combien de soldats nord-coréens le Pentagone estime-t-il envoyés "
+     "dans la région de Koursk ?", "answers": ["10 000"], "sources": ["004_8d320c1e2e7514cc.txt"],
+     "answerable": True, "kind": "fact"},
+    {"id": "s3", "question": "Who was the US Secretary of Defense in 2017?",
+     "answers": ["Mattis"], "sources": ["002_eec1d2d7e8e00ced.txt"], "answerable": True,
+     "kind": "english"},
+    {"id": "s4", "question": "Quelle est la recette de la tarte tatin ?", "answers": [],
+     "sources": [], "answerable": False, "kind": "unanswerable_offtopic"},
+    {"id": "s5", "question": "Qui a gagné la Coupe du monde de football 1998 ?", "answers": [],
+     "sources": [], "answerable": False, "kind": "unanswerable_offtopic", "note": "ignored"},
+    {"id": "s6", "question": "   ", "answers": [], "sources": [], "answerable": False,
+     "kind": "blank"},  # Assistant.ask refuses it: recorded as a failure, the run goes on
+]
+
+
+@pytest.fixture(scope="module")
+def e2e_run(seeds_copy, assistant, tmp_path_factory):
+    """`rag eval --retriever all` in a subprocess on a copy of the seeds (index shared with the
+    session's assistant, so nothing is embedded twice)."""
+    folder = tmp_path_factory.mktemp("eval")
+    questions = folder / "small.jsonl"
+    questions.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in SMALL_SET),
+                         encoding="utf-8")
+    out = folder / "out.json"
+    result = run_rag("eval", "--corpus", seeds_copy, "--index", assistant.index_dir,
+                     "--questions", questions, "--retriever", "all", "--json", out)
+    return result, out
+
+
+def test_eval_all_retrievers_end_to_end(e2e_run):
+    result, out = e2e_run
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in ("recall@5", "bm25", "dense", "hybrid"):
+        assert word in result.stdout
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert set(data["metrics"]) == {"bm25", "dense", "hybrid"}
+    for block in data["metrics"].values():
+        assert tuple(block) == METRIC_KEYS
+        assert block["n_questions"] == 6 and block["n_failed"] == 1
+        assert block["n_answerable"] == 3 and block["n_unanswerable"] == 3
+        assert block["citation_valid"] in (None, 1.0)
+    records = data["questions"]
+    assert len(records) == 18
+    assert sorted({r["retriever"] for r in records}) == ["bm25", "dense", "hybrid"]
+    assert {r["id"] for r in records} == {q["id"] for q in SMALL_SET}
+    for r in records:
+        for key in ("id", "question", "kind", "answer", "abstained", "citations", "passages",
+                    "retrieved_sources", "latency_ms"):
+            assert key in r, key
+        if r["id"] == "s6":
+            assert r["error"] and "\n" not in r["error"]
+            continue
+        assert "error" not in r
+        sources = [p["source"] for p in r["passages"]]
+        assert r["retrieved_sources"] == list(dict.fromkeys(sources))
+        assert r["latency_ms"] > 0
+    hybrid = {r["id"]: r for r in records if r["retriever"] == "hybrid"}
+    assert "000_024703823b32d0c5.txt" in hybrid["s1"]["retrieved_sources"]
+    assert data["run"]["retrievers"] == ["bm25", "dense", "hybrid"]
+
+
+def test_single_retriever_metrics_block_is_flat(seeds_copy, assistant, tmp_path):
+    questions = tmp_path / "one.jsonl"
+    questions.write_text(json.dumps(SMALL_SET[1], ensure_ascii=False) + "\n", encoding="utf-8")
+    out = tmp_path / "out.json"
+    result = run_rag("eval", "--corpus", seeds_copy, "--index", assistant.index_dir,
+                     "--questions", questions, "--retriever", "bm25", "--json", out)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert tuple(data["metrics"]) == METRIC_KEYS and data["metrics"]["n_questions"] == 1
+    assert [r["retriever"] for r in data["questions"]] == ["bm25"]
+
+
+def test_malformed_questions_file_is_a_one_line_error(tmp_path, seeds_copy):
+    questions = tmp_path / "bad.jsonl"
+    questions.write_text(json.dumps(SMALL_SET[0]) + "\n{\"id\": \"s2\", \"question\": \n",
+                         encoding="utf-8")
+    result = run_rag("eval", "--corpus", seeds_copy, "--index", tmp_path / "index",
+                     "--questions", questions)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "line 2" in lines[0] and "bad.jsonl" in lines[0], result.stderr
+    missing = run_rag("eval", "--corpus", seeds_copy, "--questions", tmp_path / "none.jsonl")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_report_writes_results_and_plot(e2e_run, tmp_path):
+    from eval.report import main as report_main
+    result, out = e2e_run
+    assert result.returncode == 0, result.stderr
+    md, png = tmp_path / "RESULTS.md", tmp_path / "abstention.png"
+    assert report_main(["--seeds", str(out), "--piaf", str(out), "--out", str(md),
+                        "--plot", str(png)]) == 0
+    text = md.read_text(encoding="utf-8")
+    assert "| `recall@5` |" in text and "abstention.png" in text and "rag eval" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- the CI quality gate
+
+
+def test_quality_gates_hold_on_the_project_question_set(assistant, seeds_copy):
+    """THE quality gate: the full project question set on the seeds with the chat's (hybrid)
+    retriever must meet every floor of eval/gates.json."""
+    result = run_eval(seeds_copy, DEFAULT_QUESTIONS, ["hybrid"], progress=False,
+                      assistant_factory=lambda *args, **kwargs: assistant)
+    metrics = result["metrics"]["hybrid"]
+    assert metrics["n_questions"] == len(load_questions(DEFAULT_QUESTIONS))
+    failures = [f"{name}={value} (needs {'>=' if kind == 'min' else '<='} {bound})"
+                for name, kind, bound, value, ok in check_gates(metrics, load_gates(DEFAULT_GATES))
+                if not ok]
+    assert not failures, "quality gates failed: " + "; ".join(failures)
