@@ -103,10 +103,16 @@ def gates_section(document: dict) -> list[str]:
     block = document["blocks"].get(GATED_RETRIEVER)
     if block is None:
         return ["(no hybrid block in this run)"]
-    lines = ["| gate | bound | hybrid | result |", "|---|---|---:|---|"]
-    for name, kind, bound, value, ok in check_gates(block, load_gates(DEFAULT_GATES)):
+    gates = load_gates(DEFAULT_GATES)
+    lines = ["| gate | floor (CI) | target | hybrid | result |", "|---|---|---|---:|---|"]
+    for name, kind, bound, value, ok in check_gates(block, gates):
         sign = ">=" if kind == "min" else "<="
-        lines.append(f"| `{name}` | {sign} {bound:g} | {format_value(name, value)} | "
+        target = gates[name].get("target")
+        target_text = ""
+        if target is not None:
+            reached = isinstance(value, (int, float)) and (value >= target if kind == "min" else value <= target)
+            target_text = f"{sign} {target:g}" + ("" if reached else " (not reached)")
+        lines.append(f"| `{name}` | {sign} {bound:g} | {target_text} | {format_value(name, value)} | "
                      f"{'PASS' if ok else '**FAIL**'} |")
     return lines
 

@@ -141,7 +141,7 @@ def score_sentences(index: Index, question: str, query_vector: np.ndarray,
         return []
     query_vector = query_vector.astype(np.float32)
     cosines = index.sentence_vectors[sentence_rows] @ query_vector
-    context = index.chunk_matrix[index.sentences[sentence_rows, 0]] @ query_vector
+    context = index.chunk_vectors[index.sentences[sentence_rows, 0]] @ query_vector
     question_terms = set(tokenize(question))
     kind = expected_type(question)
     scored = []

@@ -27,6 +27,7 @@ import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -80,23 +81,24 @@ class Index:
     sentences: np.ndarray  # (n, 3) int64: chunk row, start, end (file offsets)
     sentence_vectors: np.ndarray  # (n, dim) float32
 
+    @cached_property
     def chunk_vectors(self) -> np.ndarray:
-        return self.dense.reconstruct_n(0, self.dense.ntotal) if self.dense.ntotal else \
-            np.zeros((0, self.dense.d), dtype=np.float32)
+        """All chunk vectors as one array, read from FAISS once (sentence scoring and
+        incremental updates need them by row)."""
+        if not self.dense.ntotal:
+            return np.zeros((0, self.dense.d), dtype=np.float32)
+        return self.dense.reconstruct_n(0, self.dense.ntotal)
 
-    @property
-    def chunk_matrix(self) -> np.ndarray:
-        """All chunk vectors as one array (read from FAISS once, then cached)."""
-        if "_chunk_matrix" not in self.__dict__:
-            self.__dict__["_chunk_matrix"] = self.chunk_vectors()
-        return self.__dict__["_chunk_matrix"]
+    @cached_property
+    def _source_texts(self) -> dict[str, str]:
+        texts: dict[str, list[str]] = {}
+        for chunk in self.chunks:
+            texts.setdefault(chunk.source, []).append(chunk.text)
+        return {source: "\n".join(parts) for source, parts in texts.items()}
 
     def source_text(self, source: str) -> str:
-        """The indexed (kept) text of one file, its chunks joined; cached per source."""
-        cache = self.__dict__.setdefault("_source_texts", {})
-        if source not in cache:
-            cache[source] = "\n".join(c.text for c in self.chunks if c.source == source)
-        return cache[source]
+        """The indexed (kept) text of one file: its chunks joined."""
+        return self._source_texts.get(source, "")
 
     def sentence_text(self, row: int) -> str:
         chunk_row, start, end = (int(x) for x in self.sentences[row])
@@ -222,7 +224,7 @@ def _write_build(docs: list[Document], old: Index | None, reuse: set[str], index
     """Assemble chunks and vectors (reused or new) and write them as a new current build."""
     old_rows: dict[str, list[int]] = {}
     old_sentence_rows: dict[int, list[int]] = {}
-    old_vectors = old.chunk_vectors() if old is not None else None
+    old_vectors = old.chunk_vectors if old is not None else None
     if old is not None:
         for row, chunk in enumerate(old.chunks):
             old_rows.setdefault(chunk.source, []).append(row)

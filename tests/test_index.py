@@ -81,7 +81,7 @@ def test_reused_vectors_equal_fresh_ones(corpus, index, tmp_path):
     build(corpus, tmp_path / "b")
     a, b = load_index(index), load_index(tmp_path / "b")
     assert [c.id for c in a.chunks] == [c.id for c in b.chunks]
-    np.testing.assert_allclose(a.chunk_vectors(), b.chunk_vectors(), atol=1e-5)
+    np.testing.assert_allclose(a.chunk_vectors, b.chunk_vectors, atol=1e-5)
     np.testing.assert_allclose(a.sentence_vectors, b.sentence_vectors, atol=1e-5)
 
 
