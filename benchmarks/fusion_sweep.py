@@ -74,7 +74,7 @@ def main() -> None:
         coverage = [vocabulary_coverage(index, t) for t in texts]
         variants[name] = (bm25, coverage)
         print(f"BM25 stop words = {name:18s}", doc_recall([sources(index, r.rows) for r in bm25], golds))
-    print(f"dense                            ", doc_recall([sources(index, r.rows) for r in dense], golds))
+    print("dense                            ", doc_recall([sources(index, r.rows) for r in dense], golds))
 
     print("\nfusion grid (stop words + question words):")
     bm25, coverage = variants["+ question words"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 from .metrics import METRIC_KEYS, abstention_curves, check_gates, is_correct, support_of

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_rag
+from conftest import run_rag
 from eval.metrics import (METRIC_KEYS, SourceLines, abstention_curves, answer_accuracy,
                           answer_contains, answer_matches, check_gates, citation_validity,
                           compute_metrics, mrr_at, normalize_answer, percentile, recall_at)
