@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from ui_fixtures import MARKUP_QUESTION, ROOT, free_port, ui_corpus  # noqa: F401
@@ -90,9 +91,12 @@ def page(browser, chat_url):
     page = context.new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
     page.goto(chat_url)
     page.wait_for_selector("#question textarea", timeout=30_000)
     page.dialogs = dialogs  # type: ignore[attr-defined]
+    page.requested = requested  # type: ignore[attr-defined]
     yield page
     context.close()
 
@@ -138,6 +142,10 @@ def test_ask_read_answer_and_follow_the_citation(page):
     heading = source.locator("h1").inner_text()
     assert heading and heading in href
     assert not page.dialogs  # type: ignore[attr-defined]
+    # Works offline: the page fetched nothing (fonts, scripts, analytics) from another host.
+    hosts = {urlparse(url).hostname for url in page.requested  # type: ignore[attr-defined]
+             if urlparse(url).scheme in ("http", "https", "ws", "wss")}
+    assert hosts == {urlparse(page.url).hostname}, hosts
 
 
 def test_markup_in_a_document_is_shown_not_run(page):
