@@ -6,6 +6,7 @@ removed and the rest reduced by the Snowball French stemmer, so "dépenses" matc
 """
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from functools import lru_cache
@@ -15,6 +16,9 @@ import bm25s
 import numpy as np
 import Stemmer
 from bm25s.stopwords import STOPWORDS_FRENCH
+
+# bm25s sets its own logger to DEBUG, which prints "Building index from tokens" on every build.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 _WORD = re.compile(r"\w\w+")
 #: Question words and the commonest verbs of questions are not in the bm25s list; left in, "quel"

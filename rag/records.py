@@ -37,6 +37,16 @@ class Chunk:
     text: str
 
 
+#: The keys a passage and a citation share in the JSON output.
+SPAN_KEYS = ("source", "start_line", "end_line", "text", "score")
+
+
+def _json_fields(record: object, keys: tuple[str, ...]) -> dict:
+    data = {key: getattr(record, key) for key in keys}
+    data["score"] = round(float(data["score"]), 6)
+    return data
+
+
 @dataclass(frozen=True)
 class Passage:
     """A chunk returned for a question, with its retrieval score (higher is better)."""
@@ -49,13 +59,7 @@ class Passage:
     score: float
 
     def to_json(self) -> dict:
-        return {
-            "source": self.source,
-            "start_line": self.start_line,
-            "end_line": self.end_line,
-            "text": self.text,
-            "score": round(float(self.score), 6),
-        }
+        return _json_fields(self, SPAN_KEYS)
 
 
 @dataclass(frozen=True)
@@ -70,14 +74,7 @@ class Citation:
     score: float
 
     def to_json(self) -> dict:
-        return {
-            "n": self.n,
-            "source": self.source,
-            "start_line": self.start_line,
-            "end_line": self.end_line,
-            "text": self.text,
-            "score": round(float(self.score), 6),
-        }
+        return _json_fields(self, ("n", *SPAN_KEYS))
 
 
 @dataclass
