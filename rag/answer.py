@@ -67,6 +67,7 @@ class ScoredSentence:
     row: int  # sentence row in the index
     chunk_row: int
     score: float
+    typed: bool  # holds the kind of thing the question asks for (see has_expected_type)
 
 
 def expected_type(question: str) -> str:
@@ -144,10 +145,6 @@ def names_missing(question: str, document_text: str) -> list[str]:
     return [n for n in found if n.lower() not in lowered]
 
 
-def _type_bonus(kind: str, sentence: str, question: str) -> float:
-    return TYPE_BONUS if kind and has_expected_type(kind, sentence, question) else 0.0
-
-
 def score_sentences(index: Index, question: str, query_vector: np.ndarray,
                     passage_rows: list[int]) -> list[ScoredSentence]:
     """Every sentence of the top passages with its support score, best first."""
@@ -168,9 +165,10 @@ def score_sentences(index: Index, question: str, query_vector: np.ndarray,
         chunk_row = int(index.sentences[srow, 0])
         overlap = (len(question_terms & set(tokenize(text))) / len(question_terms)
                    if question_terms else 0.0)
-        score = ((1 - CONTEXT_WEIGHT) * cosine + CONTEXT_WEIGHT * around + LEXICAL_WEIGHT * overlap + _type_bonus(kind, text, question)
-)
-        scored.append(ScoredSentence(srow, chunk_row, score))
+        typed = has_expected_type(kind, text, question)
+        score = ((1 - CONTEXT_WEIGHT) * cosine + CONTEXT_WEIGHT * around
+                 + LEXICAL_WEIGHT * overlap + (TYPE_BONUS if kind and typed else 0.0))
+        scored.append(ScoredSentence(srow, chunk_row, score, typed))
     scored.sort(key=lambda s: (-s.score, s.row))
     return scored
 
@@ -184,7 +182,8 @@ def select_sentences(index: Index, scored: list[ScoredSentence],
     source = index.chunks[best.chunk_row].source
     chosen = [best]
     for candidate in scored[1:]:
-        if len(chosen) >= settings.max_sentences or candidate.score < best.score - EXTRA_SENTENCE_MARGIN:
+        if (len(chosen) >= settings.max_sentences
+                or candidate.score < best.score - EXTRA_SENTENCE_MARGIN):
             break
         if index.chunks[candidate.chunk_row].source == source:
             chosen.append(candidate)
@@ -222,11 +221,11 @@ def choose_answer(index: Index, question: str, query_vector: np.ndarray,
     question names something the chosen article never mentions.
     """
     scored = score_sentences(index, question, query_vector, passage_rows)
-    kind = expected_type(question)
-    typed = [s for s in scored if has_expected_type(kind, index.sentence_text(s.row), question)]
+    typed = [s for s in scored if s.typed]
     support = typed[0].score if typed else (scored[0].score - 1.0 if scored else -1.0)
     if not typed or support < abstain_threshold(settings, english):
         return [], support
-    if not english and names_missing(question, index.source_text(index.chunks[typed[0].chunk_row].source)):
+    cited_article = index.source_text(index.chunks[typed[0].chunk_row].source)
+    if not english and names_missing(question, cited_article):
         return [], support
     return select_sentences(index, typed, settings), support
