@@ -97,25 +97,7 @@ def has_expected_type(kind: str, sentence: str, question: str) -> bool:
         return bool(_NUMBER.search(sentence) or tokens & _MONTHS or tokens & _WEEKDAYS)
     asked = set(words(question))
     names = re.findall(r"(?<!^)\b[A-ZÀ-ÖØ-Þ][\w’'-]+", sentence)
-    relation = asked_relation(question)
-    return (any(not set(words(name)) <= asked for name in names)
-            and (relation is None or relation in tokenize(sentence)))
-
-
-#: "Qui a remplacé X ?" asks for whoever did *that*; "Qui est l'auteur ?" for whoever holds *that*
-#: role. A sentence that names someone without stating the action or the role does not answer.
-_WHO_DID = re.compile(r"^(?:qui|de qui|à qui)\s+(?:a|ont|avait|avaient|aurait|aura)\s+(?:été\s+)?(\w+)")
-_WHO_IS = re.compile(r"^qui\s+(?:est|était|sont|étaient|fut|sera)\s+(?:le |la |les |l'|un |une )?(\w+)")
-
-
-def asked_relation(question: str) -> str | None:
-    """The stemmed action or role a French "qui" question asks about, if it has that form."""
-    text = " ".join(question.replace("’", "'").lower().split())
-    match = _WHO_DID.match(text) or _WHO_IS.match(text)
-    if not match:
-        return None
-    stems = tokenize(match.group(1))
-    return stems[0] if stems else None
+    return any(not set(words(name)) <= asked for name in names)
 
 
 def _is_number(token: str) -> bool:
