@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rag import lexical  # noqa: E402
 from rag.assistant import Assistant  # noqa: E402
-from rag.retrieve import (Ranking, bm25_ranking, dense_ranking, fuse, sentence_ranking,  # noqa: E402
-                          vocabulary_coverage)
+from rag.retrieve import (Ranking, bm25_ranking, dense_ranking, fuse,  # noqa: E402
+                          sentence_ranking)
 
 
 def doc_recall(rankings: list[list[str]], golds: list[set[str]], ks=(1, 5, 10)) -> dict[str, float]:
@@ -71,7 +71,7 @@ def main() -> None:
         lexical.STOPWORDS = frozenset(lexical.STOPWORDS_FRENCH) | extra
         index.lexical = lexical.LexicalIndex.build([c.text for c in index.chunks])
         bm25 = [bm25_ranking(index, t, 100) for t in texts]
-        coverage = [vocabulary_coverage(index, t) for t in texts]
+        coverage = [index.lexical.coverage(t) for t in texts]
         variants[name] = (bm25, coverage)
         print(f"BM25 stop words = {name:18s}", doc_recall([sources(index, r.rows) for r in bm25], golds))
     print("dense                            ", doc_recall([sources(index, r.rows) for r in dense], golds))

@@ -64,10 +64,20 @@ class LexicalIndex:
     def load(cls, folder: Path, n_docs: int) -> "LexicalIndex":
         return cls(bm25s.BM25.load(str(folder), mmap=False), n_docs)
 
+    def known_tokens(self, question: str) -> tuple[list[str], int]:
+        """The question's tokens that occur in the corpus, and how many tokens it has in all."""
+        tokens = tokenize(question)
+        vocab = self.model.vocab_dict
+        return [t for t in tokens if t in vocab], len(tokens)
+
+    def coverage(self, question: str) -> float:
+        """Share of the question's content words that occur in the corpus (0 when it has none)."""
+        known, total = self.known_tokens(question)
+        return len(known) / total if total else 0.0
+
     def scores(self, question: str) -> np.ndarray:
         """BM25 score of every chunk for ``question`` (zeros when no word is known)."""
-        vocab = self.model.vocab_dict
-        tokens = [t for t in tokenize(question) if t in vocab]
+        tokens, _ = self.known_tokens(question)
         if not tokens:
             return np.zeros(self.n_docs, dtype=np.float32)
         return np.asarray(self.model.get_scores(tokens), dtype=np.float32)

@@ -14,7 +14,6 @@ import numpy as np
 
 from .config import RETRIEVERS, SearchSettings
 from .index import Index
-from .lexical import tokenize
 
 
 @dataclass(frozen=True)
@@ -59,15 +58,6 @@ def bm25_ranking(index: Index, question: str, depth: int) -> Ranking:
     return Ranking(top.tolist(), scores[top].tolist())
 
 
-def vocabulary_coverage(index: Index, question: str) -> float:
-    """Share of the question's content words that occur in the corpus (0 when it has none)."""
-    tokens = tokenize(question)
-    if not tokens:
-        return 0.0
-    vocab = index.lexical.model.vocab_dict
-    return sum(t in vocab for t in tokens) / len(tokens)
-
-
 def fuse(rankings: list[tuple[Ranking, float]], k: int) -> Ranking:
     """Weighted reciprocal rank fusion: score = sum of weight / (k + rank)."""
     fused: dict[int, float] = {}
@@ -92,6 +82,6 @@ def rank(index: Index, question: str, query_vector: np.ndarray | None, mode: str
         return dense
     by_sentence = sentence_ranking(index, query_vector, settings.depth)
     lexical = bm25_ranking(index, question, settings.depth)
-    bm25_weight = settings.bm25_weight * vocabulary_coverage(index, question)
+    bm25_weight = settings.bm25_weight * index.lexical.coverage(question)
     return fuse([(dense, settings.dense_weight), (by_sentence, settings.sentence_weight),
                  (lexical, bm25_weight)], settings.rrf_k)

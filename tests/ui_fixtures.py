@@ -6,7 +6,6 @@ objects are cached here, at module level, to be built once per session whichever
 """
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import threading
@@ -15,13 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-ROOT = Path(__file__).resolve().parent.parent
-SEEDS = ROOT / "seeds"
+from conftest import ROOT, SEEDS  # noqa: F401  (ROOT is re-exported; conftest sets the offline env)
 
 #: Sentences long enough to be indexed, carrying markup that must be shown, never run.
 MARKUP_TEXT = """\
