@@ -104,15 +104,10 @@ def gates_section(document: dict) -> list[str]:
     if block is None:
         return ["(no hybrid block in this run)"]
     gates = load_gates(DEFAULT_GATES)
-    lines = ["| gate | floor (CI) | target | hybrid | result |", "|---|---|---|---:|---|"]
+    lines = ["| gate | floor (CI) | hybrid | result |", "|---|---|---:|---|"]
     for name, kind, bound, value, ok in check_gates(block, gates):
         sign = ">=" if kind == "min" else "<="
-        target = gates[name].get("target")
-        target_text = ""
-        if target is not None:
-            reached = isinstance(value, (int, float)) and (value >= target if kind == "min" else value <= target)
-            target_text = f"{sign} {target:g}" + ("" if reached else " (not reached)")
-        lines.append(f"| `{name}` | {sign} {bound:g} | {target_text} | {format_value(name, value)} | "
+        lines.append(f"| `{name}` | {sign} {bound:g} | {format_value(name, value)} | "
                      f"{'PASS' if ok else '**FAIL**'} |")
     return lines
 

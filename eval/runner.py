@@ -294,9 +294,9 @@ def load_gates(path: Path = DEFAULT_GATES) -> dict:
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read gates file {path}: {exc}".splitlines()[0]) from None
     if not isinstance(gates, dict) or not all(
-            isinstance(v, dict) and set(v) <= {"min", "max", "target"} for k, v in gates.items()
+            isinstance(v, dict) and set(v) <= {"min", "max"} for k, v in gates.items()
             if not k.startswith("_")):
-        raise UserError(f"gates file {path} must map metric names to {{\"min\"|\"max\"|\"target\": number}}")
+        raise UserError(f"gates file {path} must map metric names to {{\"min\"|\"max\": number}}")
     return gates
 
 

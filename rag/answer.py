@@ -7,7 +7,8 @@ vector per sentence) plus cheap signals computed now:
 * the cosine between the question and the sentence (the model's judgement);
 * the share of the question's content words that the sentence contains (names, dates, figures);
 * a small bonus when the sentence holds the kind of thing asked for (a number for "combien",
-  a date for "quand");
+  a date for "quand", a sum for "quel montant", a new name for "qui", reported speech for
+  "qu'a répondu");
 * the similarity of the passage around it (a short sentence often needs its paragraph).
 
 A second or third sentence is added only when it scores nearly as well and comes from the same
@@ -18,6 +19,7 @@ and shows the closest passages instead.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,9 +52,14 @@ _MONTHS = {"janvier", "février", "mars", "avril", "mai", "juin", "juillet", "ao
 _WEEKDAYS = {"lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche", "veille",
              "hier", "lendemain"}
 #: Question openings that ask for a quantity, a date, or a person's name.
-_ASKS_NUMBER = ("combien", "quel pourcentage", "quelle part", "quel montant", "quel nombre",
-                "quelle somme", "how many", "how much", "what percentage", "what share",
-                "what amount", "what is the total", "what proportion")
+_ASKS_NUMBER = ("combien", "quel pourcentage", "quelle part", "quel nombre", "how many",
+                "what percentage", "what share", "what proportion", "what is the total number")
+#: Asked after the quantity openings ("quelle part du budget" is a share, not an amount).
+_ASKS_MONEY = ("montant", "quelle somme", "budget", "coût", "amount", "how much", "what sum",
+               "what is the total", "cost")
+#: A sum of money: a figure with a currency or a scale word, or a percentage ("how much of").
+_MONEY = re.compile(r"[€$£]\s?\d|\d\s?(?:%|€|\$|£|euros?\b|dollars?\b|francs?\b|fr\b|livres?\b|"
+                    r"pounds?\b|yens?\b|roubles?\b|pour ?cent)|\b(?:millions?|milliards?|billions?)\b")
 #: A "date" needs a day or a year in figures; "quand" is also answered by a month or a weekday.
 _ASKS_DATE = ("à quelle date", "a quelle date", "quelle date", "date précise", "date exacte",
               "jour exact", "what date", "on what date", "exact date")
@@ -60,6 +67,13 @@ _ASKS_WHEN = ("quand", "quel jour", "en quelle année", "when", "which day", "wh
               "in what year", "what year")
 _ASKS_NAME = ("qui ", "qui,", "comment s'appelle", "quel est le nom", "de qui", "à qui", "who ",
               "whom ", "what is the name", "what was the name")
+#: "Qu'a répondu X ?" asks for words someone said: a quotation or reported speech answers it.
+_ASKS_SPEECH = re.compile(r"^(?:qu'|que |what (?:did|does|do) ).{0,60}?\b(?:dit|répondu|déclaré|"
+                          r"affirmé|répond|déclare|affirme|say|said|reply|replied|answer|answered|"
+                          r"tell|told)\b")
+_REPORTED_SPEECH = re.compile(r"[«»“”\"]|\b(?:déclar|dit\b|affirm|répond|ajout|estim|soulign|"
+                              r"expliqu|indiqu|assur|annonc|précis|réitér|insist|averti|prévenu)")
+_TOKENS = re.compile(r"[^\W_][\w-]*|[^\w\s]", re.UNICODE)
 
 
 @dataclass(frozen=True)
@@ -71,17 +85,40 @@ class ScoredSentence:
 
 
 def expected_type(question: str) -> str:
-    """What the question asks for: "number", "date", "when", "name" or "" (anything)."""
+    """What the question asks for: "number", "money", "date", "when", "name", "speech" (what
+    someone said) or "" (anything)."""
     text = " ".join(question.replace("’", "'").lower().split()) + " "
-    for kind, openings in (("number", _ASKS_NUMBER), ("date", _ASKS_DATE), ("when", _ASKS_WHEN),
-                           ("name", _ASKS_NAME)):
+    for kind, openings in (("number", _ASKS_NUMBER), ("money", _ASKS_MONEY), ("date", _ASKS_DATE),
+                           ("when", _ASKS_WHEN), ("name", _ASKS_NAME)):
         if any(text.startswith(o) or f" {o}" in text[:40] for o in openings):
             return kind
+    if _ASKS_SPEECH.search(text):
+        return "speech"
     return ""
 
 
+def names_in(text: str) -> list[tuple[str, ...]]:
+    """The names of ``text``: runs of capitalised words ("Mark Rutte", "La Haye"), leaving out
+    its first word (capitalised anyway). Treating "Mark Rutte" as one name lets "M. Rutte" or a
+    question about "Rutte" count as the same person."""
+    tokens = _TOKENS.findall(text.replace("’", "'"))
+    names: list[tuple[str, ...]] = []
+    run: list[str] = []
+    for i, token in enumerate(tokens):
+        if i > 0 and len(token) > 1 and token[:1].isupper():
+            run.append(token)
+            continue
+        if run:
+            names.append(tuple(run))
+            run = []
+    if run:
+        names.append(tuple(run))
+    return names
+
+
 def has_expected_type(kind: str, sentence: str, question: str) -> bool:
-    """Whether ``sentence`` holds something of the asked kind (a quantity, a date, a new name).
+    """Whether ``sentence`` holds something of the asked kind (a quantity, a sum of money, a date,
+    a name the question does not already give, a quotation or reported speech).
 
     A sentence without it cannot answer, however similar it is: "Combien de prisonniers ont été
     libérés ?" is not answered by "il a salué la libération de prisonniers".
@@ -89,6 +126,10 @@ def has_expected_type(kind: str, sentence: str, question: str) -> bool:
     if not kind:
         return True
     tokens = set(words(sentence))
+    if kind == "money":
+        return bool(_MONEY.search(sentence.lower()))
+    if kind == "speech":
+        return bool(_REPORTED_SPEECH.search(sentence.lower()))
     if kind == "number":
         return _counts_asked_noun(question, sentence)
     if kind == "date":
@@ -96,8 +137,7 @@ def has_expected_type(kind: str, sentence: str, question: str) -> bool:
     if kind == "when":
         return bool(_NUMBER.search(sentence) or tokens & _MONTHS or tokens & _WEEKDAYS)
     asked = set(words(question))
-    names = re.findall(r"(?<!^)\b[A-ZÀ-ÖØ-Þ][\w’'-]+", sentence)
-    return any(not set(words(name)) <= asked for name in names)
+    return any(not asked & set(words(" ".join(name))) for name in names_in(sentence))
 
 
 def _is_number(token: str) -> bool:
@@ -110,21 +150,38 @@ def _counts_asked_noun(question: str, sentence: str) -> bool:
     tokens = re.findall(r"[\w%]+", sentence.replace("’", "'"))
     asked = re.search(r"\bcombien d[e'] ?(\w+)", question.replace("’", "'").lower())
     if not asked or asked.group(1) in ("temps", "fois", "jours", "ans", "années", "mois"):
-        return any(_is_number(t) for t in tokens)
+        # "un"/"une" are far more often articles than amounts: a bare one answers no quantity.
+        return any(_is_number(t) and t.lower() not in ("un", "une") for t in tokens)
     noun = tokenize(asked.group(1))
     return any(tokenize(t) == noun and any(_is_number(p) for p in tokens[max(0, i - 3):i])
                for i, t in enumerate(tokens) if noun)
 
 
-def names_missing(question: str, document_text: str) -> list[str]:
-    """Capitalised names of a French question that the cited article never mentions.
+def names_missing(question: str, context: str) -> list[str]:
+    """Names of a French question that the text around the cited sentence never mentions.
 
-    An answer about "la Pologne" cannot come from an article that does not name it. English
-    questions are exempt: their names are often spelt differently in French ("Kyiv", "Kiev").
+    An answer about "la Pologne" cannot come from a passage that does not name it. A name counts
+    as mentioned when its last word is ("Rutte" for "Mark Rutte"). English questions are exempt:
+    their names are often spelt differently in French ("Kyiv", "Kiev").
     """
-    lowered = document_text.lower()
-    found = re.findall(r"(?<!^)\b[A-ZÀ-ÖØ-Þ][\w-]{2,}", question.replace("’", "'"))
-    return [n for n in found if n.lower() not in lowered]
+    folded = fold(context)
+    return [" ".join(name) for name in names_in(question)
+            if len(name[-1]) > 2 and fold(name[-1]) not in folded]
+
+
+def fold(text: str) -> str:
+    """Lower case without accents: questions are typed as "Ecosse" for "Écosse"."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def context_text(index: Index, chunk_row: int) -> str:
+    """The passage of a sentence with the passages just before and after it in the same file:
+    what a reader of the citation would see."""
+    source = index.chunks[chunk_row].source
+    rows = [r for r in (chunk_row - 1, chunk_row, chunk_row + 1)
+            if 0 <= r < len(index.chunks) and index.chunks[r].source == source]
+    return "\n".join(index.chunks[r].text for r in rows)
 
 
 def score_sentences(index: Index, question: str, query_vector: np.ndarray,
@@ -200,14 +257,14 @@ def choose_answer(index: Index, question: str, query_vector: np.ndarray,
     """The sentences to answer with (empty: abstain) and the support score of the best one.
 
     Abstain when the best sentence of the asked kind scores below the threshold, or when a French
-    question names something the chosen article never mentions.
+    question names something that the passage around that sentence (the one before and after
+    included) never mentions: the article may name it elsewhere, but not where the answer is.
     """
     scored = score_sentences(index, question, query_vector, passage_rows)
     typed = [s for s in scored if s.typed]
     support = typed[0].score if typed else (scored[0].score - 1.0 if scored else -1.0)
     if not typed or support < abstain_threshold(settings, english):
         return [], support
-    cited_article = index.source_text(index.chunks[typed[0].chunk_row].source)
-    if not english and names_missing(question, cited_article):
+    if not english and names_missing(question, context_text(index, typed[0].chunk_row)):
         return [], support
     return select_sentences(index, typed, settings), support
