@@ -8,7 +8,8 @@ hand-made dicts and re-run on a saved ``--json`` file:
 ``answer`` (str), ``abstained`` (bool), ``citations`` (list of dicts with ``source``,
 ``start_line``, ``end_line``, ``text``, ``score``), ``retrieved_sources`` (file paths in rank order,
 deduplicated), ``latency_ms`` (float), ``support`` (float or None), ``abstain_threshold`` (the threshold
-applied to that question, optional) and, for a question that raised, ``error`` (str).
+applied to that question, optional), ``withheld_abstained`` (bool, answerable questions only)
+and, for a question that raised, ``error`` (str).
 
 Definitions (keys of the metrics block, exactly):
 
@@ -23,6 +24,10 @@ Definitions (keys of the metrics block, exactly):
   abstention or a failure counts as wrong). ``answer_accuracy <= answer_contains`` always.
 * ``abstain_unanswerable``: share of unanswerable questions that abstained (higher is better).
 * ``abstain_answerable``: share of answerable questions that abstained (lower is better).
+* ``abstain_withheld``: share of answerable questions that abstained when asked again with their
+  gold files hidden from the search (higher is better). It turns any answerable set into
+  unanswerable questions whose closest passages are on neighbouring topics: PIAF then measures
+  abstention too, on 3,779 questions nobody wrote for this project.
 * ``citation_valid``: share of all citations whose text is found verbatim in the cited file within
   the cited lines (file read with ``rag.corpus.read_document``, as the index read it).
 * ``latency_ms_p50`` / ``latency_ms_p95``: percentiles of ``Assistant.ask`` time.
@@ -43,7 +48,7 @@ from pathlib import Path
 #: Keys of a metrics block, in the order the table prints them.
 METRIC_KEYS = (
     "recall@1", "recall@5", "mrr@10", "answer_contains", "answer_accuracy",
-    "abstain_unanswerable", "abstain_answerable", "citation_valid",
+    "abstain_unanswerable", "abstain_answerable", "abstain_withheld", "citation_valid",
     "latency_ms_p50", "latency_ms_p95",
     "n_questions", "n_answerable", "n_unanswerable", "n_citations", "n_failed",
 )
@@ -129,6 +134,13 @@ def abstain_share(records: Sequence[dict], answerable: bool) -> float | None:
     return _share(sum(r.get("abstained") is True and not _failed(r) for r in group), len(group))
 
 
+def withheld_share(records: Sequence[dict]) -> float | None:
+    """Share of the answerable questions that abstained when their gold files were hidden."""
+    asked = [r["withheld_abstained"] for r in records
+             if r.get("answerable") and isinstance(r.get("withheld_abstained"), bool)]
+    return _share(sum(asked), len(asked))
+
+
 class SourceLines:
     """Cited files read once each, as the index read them, split into lines."""
 
@@ -197,6 +209,7 @@ def compute_metrics(records: Sequence[dict], corpus_root: Path, min_words: int |
         "answer_accuracy": answer_accuracy(records),
         "abstain_unanswerable": abstain_share(records, answerable=False),
         "abstain_answerable": abstain_share(records, answerable=True),
+        "abstain_withheld": withheld_share(records),
         "citation_valid": valid,
         "latency_ms_p50": percentile(latencies, 50),
         "latency_ms_p95": percentile(latencies, 95),

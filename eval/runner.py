@@ -16,7 +16,9 @@ JSON written by ``--json OUT``::
   ``retrieved_sources`` (files of the passages in rank order, deduplicated), ``latency_ms``
   (the ``Assistant.ask`` time),
   ``support`` (score of the best candidate sentence, the one compared with the abstention
-  threshold), the gold ``answerable``/``gold_answers``/``gold_sources``, and ``error`` (one line)
+  threshold), ``withheld_abstained`` (answerable questions: whether it abstained once the gold
+  files were hidden from the search), the gold ``answerable``/``gold_answers``/``gold_sources``,
+  and ``error`` (one line)
   for a question that raised -- the run goes on and ``n_failed`` counts them.
 * ``run``: what was run (corpus, questions file, retrievers, settings, date, machine, wall time).
 
@@ -132,15 +134,27 @@ def ask_one(assistant, question: dict, retriever: str) -> dict:
                       citations=data["citations"], passages=data["passages"],
                       retrieved_sources=retrieved_sources(data["passages"]),
                       latency_ms=data["latency_ms"], support=data["support"],
-                      abstain_threshold=applied_threshold(assistant, question["question"]))
+                      abstain_threshold=applied_threshold(assistant, question["question"]),
+                      withheld_abstained=withheld_abstained(assistant, question, retriever))
     except Exception as exc:  # recorded, and the run goes on
         message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         log.debug("question %s failed", question["id"], exc_info=True)
         record.update(answer="", abstained=None, citations=[], passages=[], retrieved_sources=[],
-                      latency_ms=None, support=None, abstain_threshold=None, error=message)
+                      latency_ms=None, support=None, abstain_threshold=None,
+                      withheld_abstained=None, error=message)
     record.update(answerable=question["answerable"], gold_answers=question["answers"],
                   gold_sources=question["sources"])
     return record
+
+
+def withheld_abstained(assistant, question: dict, retriever: str) -> bool | None:
+    """For an answerable question: whether the assistant abstains once the files that answer it
+    are hidden from the search. This turns any answerable question set (PIAF's 3,779 included)
+    into unanswerable questions about neighbouring topics; None for unanswerable questions."""
+    if not question["answerable"] or not question["sources"]:
+        return None
+    return assistant.ask(question["question"], history=question["history"], retriever=retriever,
+                         exclude_sources=question["sources"]).abstained
 
 
 def applied_threshold(assistant, question: str) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -103,8 +103,13 @@ class Assistant:
             question = question[:limit]
         return question
 
-    def ask(self, question: str, history: Sequence = (), retriever: str | None = None) -> Answer:
-        """Answer ``question``, using ``history`` (earlier turns) only to understand follow-ups."""
+    def ask(self, question: str, history: Sequence = (), retriever: str | None = None,
+            exclude_sources: Collection[str] = ()) -> Answer:
+        """Answer ``question``, using ``history`` (earlier turns) only to understand follow-ups.
+
+        ``exclude_sources`` (file paths relative to the corpus) are left out of the search: the
+        evaluation hides the files that answer a question to check the assistant then abstains.
+        """
         started = time.perf_counter()
         question = self.clean_question(question)
         settings = replace(self.search, retriever=retriever) if retriever else self.search
@@ -112,6 +117,8 @@ class Assistant:
         # The sentence scorer always needs the query vector, whatever the retriever.
         query_vector = self.embedder.encode_queries([query])[0]
         ranking = rank(self.index, query, query_vector, settings.retriever, settings)
+        if exclude_sources:
+            ranking = ranking.without(self.index, set(exclude_sources))
         passages = [self._passage(row, score)
                     for row, score in zip(ranking.rows[:settings.top_k], ranking.scores)]
         english = is_english(question)

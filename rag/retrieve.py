@@ -8,6 +8,7 @@ content words found in the corpus vocabulary, so a side with nothing to say cann
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,12 @@ class Ranking:
 
     rows: list[int]
     scores: list[float]
+
+    def without(self, index: Index, sources: Collection[str]) -> Ranking:
+        """The ranking with the passages of ``sources`` left out."""
+        kept = [(r, s) for r, s in zip(self.rows, self.scores)
+                if index.chunks[r].source not in sources]
+        return Ranking([r for r, _ in kept], [s for _, s in kept])
 
 
 def dense_ranking(index: Index, query_vector: np.ndarray, depth: int) -> Ranking:

@@ -50,6 +50,29 @@ def test_off_topic_questions_abstain_in_the_question_language(assistant, questio
     assert answer.passages  # the closest passages are still shown
 
 
+def test_hidden_files_are_left_out_and_the_assistant_then_abstains(assistant):
+    question = ("Combien de soldats nord-coréens le Pentagone estime-t-il envoyés dans la région "
+                "de Koursk ?")
+    assert "10 000" in assistant.ask(question).answer
+    hidden = assistant.ask(question, exclude_sources=["004_8d320c1e2e7514cc.txt"])
+    assert hidden.passages
+    assert "004_8d320c1e2e7514cc.txt" not in {p.source for p in hidden.passages}
+    assert hidden.abstained and not hidden.citations
+
+
+@pytest.mark.parametrize("question", [
+    # La Haye is named in the article, but not near the sentence that gives a date
+    "Quel jour exact de juin s'ouvrira le sommet de l'OTAN à La Haye ?",
+    # asks what someone said: the best sentence only announces the meeting
+    "Qu'a répondu Pete Hegseth à Mark Rutte lors de leur entretien à Washington ?",
+    # asks for a sum: "d'ici deux mois" holds a number but no amount
+    "What is the total amount of military aid Rutte promised Ukraine during his visit to Kyiv?",
+])
+def test_near_domain_questions_the_articles_do_not_answer_abstain(assistant, question):
+    answer = assistant.ask(question)
+    assert answer.abstained, answer.answer
+
+
 def test_follow_up_uses_the_previous_turn(assistant):
     first = "Dans quelle ville Mark Rutte a-t-il rencontré le président Volodymyr Zelensky ?"
     assert "Kiev" in assistant.ask(first).answer

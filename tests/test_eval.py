@@ -101,6 +101,14 @@ def test_abstention_shares():
     assert (m["n_answerable"], m["n_unanswerable"]) == (4, 4)
 
 
+def test_withheld_share_counts_answerable_questions_asked_again_without_their_files():
+    un = dict(answerable=False, gold_answers=[], gold_sources=[], withheld_abstained=None)
+    records = [rec(withheld_abstained=True), rec(withheld_abstained=False),
+               rec(withheld_abstained=True), rec(**un, abstained=True),
+               rec(abstained=None, error="x", withheld_abstained=None)]
+    assert compute_metrics(records, Path("/nonexistent"))["abstain_withheld"] == pytest.approx(2 / 3)
+
+
 def test_empty_sets_do_not_divide_by_zero():
     m = compute_metrics([], Path("/nonexistent"))
     assert tuple(m) == METRIC_KEYS
@@ -287,6 +295,10 @@ def test_eval_all_retrievers_end_to_end(e2e_run):
         assert r["latency_ms"] > 0
     hybrid = {r["id"]: r for r in records if r["retriever"] == "hybrid"}
     assert "000_024703823b32d0c5.txt" in hybrid["s1"]["retrieved_sources"]
+    # asked again with its file hidden, the soldiers question has nothing left to answer from
+    assert hybrid["s2"]["withheld_abstained"] is True
+    assert hybrid["s4"]["withheld_abstained"] is None  # unanswerable: nothing to hide
+    assert data["metrics"]["hybrid"]["abstain_withheld"] is not None
     assert data["run"]["retrievers"] == ["bm25", "dense", "hybrid"]
 
 
