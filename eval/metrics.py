@@ -262,9 +262,9 @@ def abstention_curves(records: Sequence[dict], thresholds: Sequence[float],
     lower for English questions); the difference from ``run_threshold`` (the configured one) is
     kept as that question's offset, so the curves move the configured threshold as the program
     would. A record abstained although its support reached its threshold was refused for another
-    reason (a veto such as a name missing from the article) and is never answered. Below
-    ``run_threshold`` a veto of a question the run abstained on anyway cannot be seen, so the
-    "answered" curves are then upper bounds.
+    reason (a veto such as a name missing from the passage around the answer) and is never
+    answered. Below ``run_threshold`` a veto of a question the run abstained on anyway cannot be
+    seen, so the "answered" curves are then upper bounds.
 
     Returns, per threshold, the share of answerable questions answered, the share of unanswerable
     questions answered, and the share of answerable questions answered *correctly*. The answer text
