@@ -118,7 +118,8 @@ class Assistant:
         query_vector = self.embedder.encode_queries([query])[0]
         ranking = rank(self.index, query, query_vector, settings.retriever, settings)
         if exclude_sources:
-            ranking = ranking.without(self.index, set(exclude_sources))
+            hidden = {exclude_sources} if isinstance(exclude_sources, str) else set(exclude_sources)
+            ranking = ranking.without(self.index, hidden)
         passages = [self._passage(row, score)
                     for row, score in zip(ranking.rows[:settings.top_k], ranking.scores)]
         english = is_english(question)
