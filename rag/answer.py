@@ -239,10 +239,61 @@ def citation_for(index: Index, sentence: ScoredSentence, n: int) -> Citation:
                     text=index.sentence_text(sentence.row), score=sentence.score)
 
 
-def abstention_message(english: bool) -> str:
+#: What each kind of question needs, said to the user when no close sentence holds it.
+_KIND_NEEDS = {
+    "number": ("un nombre", "a number"),
+    "money": ("une somme", "a sum of money"),
+    "date": ("une date", "a date"),
+    "when": ("une date ou un moment", "a date or a time"),
+    "name": ("un nom que la question ne donne pas déjà", "a name the question does not give"),
+    "speech": ("des propos rapportés", "reported words"),
+}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What ``choose_answer`` decided: the sentences to answer with, or why it abstains."""
+
+    sentences: list[ScoredSentence]  # empty: abstain
+    support: float  # score of the best sentence of the asked kind
+    reason: str = ""  # why it abstains, one sentence in the question's language
+
+
+def abstention_message(english: bool, reason: str = "") -> str:
+    """The answer given instead of one: that the documents do not answer, and why."""
     if english:
-        return "The documents do not answer this question. Here are the closest passages."
-    return "Les documents ne répondent pas à cette question. Voici les passages les plus proches."
+        parts = ("The documents do not answer this question.", reason,
+                 "Here are the closest passages.")
+    else:
+        parts = ("Les documents ne répondent pas à cette question.", reason,
+                 "Voici les passages les plus proches.")
+    return " ".join(p for p in parts if p)
+
+
+def _no_kind_reason(kind: str, question: str, english: bool) -> str:
+    if not kind:
+        return "No passage was found." if english else "Aucun passage n'a été trouvé."
+    french_need, english_need = _KIND_NEEDS[kind]
+    if english:
+        return f"None of the closest passages holds {english_need}."
+    counted = re.search(r"\bcombien d[e'] ?(\w+)", question.replace("’", "'").lower())
+    if kind == "number" and counted:
+        french_need = f"un nombre de {counted.group(1)}"
+    return f"Aucun des passages les plus proches ne contient {french_need}."
+
+
+def _too_far_reason(support: float, threshold: float, english: bool) -> str:
+    if english:
+        return (f"The closest passage is too far from the question (score {support:.2f}, "
+                f"{threshold:.2f} needed).")
+    score, needed = (f"{x:.2f}".replace(".", ",") for x in (support, threshold))
+    return (f"Le passage le plus proche est trop éloigné de la question (score {score}, "
+            f"{needed} requis).")
+
+
+def _missing_names_reason(missing: list[str]) -> str:
+    quoted = ", ".join(f"« {name} »" for name in missing)
+    return f"Le passage le plus proche ne mentionne pas {quoted}."
 
 
 def abstain_threshold(settings: SearchSettings, english: bool) -> float:
@@ -252,19 +303,25 @@ def abstain_threshold(settings: SearchSettings, english: bool) -> float:
 
 
 def choose_answer(index: Index, question: str, query_vector: np.ndarray,
-                  passage_rows: list[int], settings: SearchSettings,
-                  english: bool) -> tuple[list[ScoredSentence], float]:
-    """The sentences to answer with (empty: abstain) and the support score of the best one.
+                  passage_rows: list[int], settings: SearchSettings, english: bool) -> Choice:
+    """The sentences to answer with, or the reason to abstain.
 
-    Abstain when the best sentence of the asked kind scores below the threshold, or when a French
-    question names something that the passage around that sentence (the one before and after
-    included) never mentions: the article may name it elsewhere, but not where the answer is.
+    Abstain when no close sentence holds what is asked, when the best one scores below the
+    threshold, or when a French question names something that the passage around that sentence
+    (the one before and after included) never mentions: the article may name it elsewhere, but
+    not where the answer is.
     """
     scored = score_sentences(index, question, query_vector, passage_rows)
     typed = [s for s in scored if s.typed]
-    support = typed[0].score if typed else (scored[0].score - 1.0 if scored else -1.0)
-    if not typed or support < abstain_threshold(settings, english):
-        return [], support
-    if not english and names_missing(question, context_text(index, typed[0].chunk_row)):
-        return [], support
-    return select_sentences(index, typed, settings), support
+    if not typed:
+        support = scored[0].score - 1.0 if scored else -1.0
+        kind = expected_type(question) if scored else ""
+        return Choice([], support, _no_kind_reason(kind, question, english))
+    support = typed[0].score
+    threshold = abstain_threshold(settings, english)
+    if support < threshold:
+        return Choice([], support, _too_far_reason(support, threshold, english))
+    missing = [] if english else names_missing(question, context_text(index, typed[0].chunk_row))
+    if missing:
+        return Choice([], support, _missing_names_reason(missing))
+    return Choice(select_sentences(index, typed, settings), support)

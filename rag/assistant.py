@@ -123,15 +123,15 @@ class Assistant:
         passages = [self._passage(row, score)
                     for row, score in zip(ranking.rows[:settings.top_k], ranking.scores)]
         english = is_english(question)
-        chosen, support = choose_answer(self.index, query, query_vector, ranking.rows, settings,
-                                        english)
+        choice = choose_answer(self.index, query, query_vector, ranking.rows, settings, english)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        if not chosen:
-            return Answer(question, abstention_message(english), True, [], passages, elapsed_ms,
-                          support)
-        citations = [citation_for(self.index, s, n) for n, s in enumerate(chosen, start=1)]
+        if not choice.sentences:
+            return Answer(question, abstention_message(english, choice.reason), True, [],
+                          passages, elapsed_ms, choice.support, choice.reason)
+        citations = [citation_for(self.index, s, n)
+                     for n, s in enumerate(choice.sentences, start=1)]
         text = " ".join(f"{c.text} [{c.n}]" for c in citations)
-        return Answer(question, text, False, citations, passages, elapsed_ms, support)
+        return Answer(question, text, False, citations, passages, elapsed_ms, choice.support)
 
     def _passage(self, row: int, score: float) -> Passage:
         chunk = self.index.chunks[row]

@@ -89,6 +89,8 @@ class Answer:
     latency_ms: float = 0.0
     #: Score of the best candidate sentence; the assistant abstains below its threshold.
     support: float = 0.0
+    #: Why it abstained (one sentence in the question's language); empty when it answers.
+    reason: str = ""
 
     def to_json(self) -> dict:
         """The object ``rag ask --json`` prints and the UI's API returns."""
@@ -100,4 +102,5 @@ class Answer:
             "passages": [p.to_json() for p in self.passages],
             "latency_ms": round(self.latency_ms, 2),
             "support": round(float(self.support), 6),
+            "reason": self.reason,
         }

@@ -61,17 +61,33 @@ def test_hidden_files_are_left_out_and_the_assistant_then_abstains(assistant):
         assert hidden.abstained and not hidden.citations
 
 
-@pytest.mark.parametrize("question", [
+@pytest.mark.parametrize("question, reason", [
     # La Haye is named in the article, but not near the sentence that gives a date
-    "Quel jour exact de juin s'ouvrira le sommet de l'OTAN à La Haye ?",
-    # asks what someone said: the best sentence only announces the meeting
-    "Qu'a répondu Pete Hegseth à Mark Rutte lors de leur entretien à Washington ?",
+    ("Quel jour exact de juin s'ouvrira le sommet de l'OTAN à La Haye ?",
+     "Le passage le plus proche ne mentionne pas « La Haye »."),
+    # the articles never count the missiles
+    ("Combien de missiles la Russie a-t-elle livrés à la Corée du Nord ?",
+     "Aucun des passages les plus proches ne contient un nombre de missiles."),
     # asks for a sum: "d'ici deux mois" holds a number but no amount
-    "What is the total amount of military aid Rutte promised Ukraine during his visit to Kyiv?",
+    ("What is the total amount of military aid Rutte promised Ukraine during his visit to Kyiv?",
+     "None of the closest passages holds a sum of money."),
+    ("Quelle est la recette de la ratatouille ?",
+     "Le passage le plus proche est trop éloigné de la question (score 0,"),
 ])
-def test_near_domain_questions_the_articles_do_not_answer_abstain(assistant, question):
+def test_questions_the_articles_do_not_answer_abstain_and_say_why(assistant, question, reason):
     answer = assistant.ask(question)
-    assert answer.abstained, answer.answer
+    assert answer.abstained and not answer.citations
+    assert answer.reason.startswith(reason)
+    assert reason in answer.answer and answer.to_json()["reason"] == answer.reason
+
+
+def test_a_question_about_words_someone_said_needs_reported_speech(assistant):
+    # the best sentence only announces the meeting: nothing Hegseth said is reported
+    assert assistant.ask("Qu'a répondu Pete Hegseth à Mark Rutte lors de leur entretien à "
+                         "Washington ?").abstained
+    said = assistant.ask("Qu'a déclaré Alexander De Croo sur la sécurité ?")
+    assert not said.abstained and not said.reason
+    assert "sous-traiter" in said.answer
 
 
 def test_follow_up_uses_the_previous_turn(assistant):
