@@ -12,9 +12,10 @@ vector per sentence) plus cheap signals computed now:
 * the similarity of the passage around it (a short sentence often needs its paragraph).
 
 A second or third sentence is added only when it scores nearly as well and comes from the same
-file as the first, so facts from different articles are never merged into one answer. When the
-best sentence scores below the abstention threshold the assistant says the documents do not answer
-and shows the closest passages instead.
+file as the first, so facts from different articles are never merged into one answer. When no
+sentence holds what is asked, the best one scores below the abstention threshold, or the passage
+around it never names what the question names, the assistant says the documents do not answer,
+says why, and shows the closest passages instead.
 """
 from __future__ import annotations
 
