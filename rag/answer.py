@@ -145,15 +145,21 @@ def _is_number(token: str) -> bool:
     return bool(_NUMBER.search(token)) or token.lower() in _NUMBER_WORDS
 
 
+def counted_noun(question: str) -> str | None:
+    """The noun a "combien de ..." question counts ("soldats"), or None."""
+    asked = re.search(r"\bcombien d[e'] ?(\w+)", question.replace("’", "'").lower())
+    return asked.group(1) if asked else None
+
+
 def _counts_asked_noun(question: str, sentence: str) -> bool:
     """For "combien de soldats ...", a number must stand just before "soldats" in the sentence;
     other quantity questions need any number."""
     tokens = re.findall(r"[\w%]+", sentence.replace("’", "'"))
-    asked = re.search(r"\bcombien d[e'] ?(\w+)", question.replace("’", "'").lower())
-    if not asked or asked.group(1) in ("temps", "fois", "jours", "ans", "années", "mois"):
+    counted = counted_noun(question)
+    if not counted or counted in ("temps", "fois", "jours", "ans", "années", "mois"):
         # "un"/"une" are far more often articles than amounts: a bare one answers no quantity.
         return any(_is_number(t) and t.lower() not in ("un", "une") for t in tokens)
-    noun = tokenize(asked.group(1))
+    noun = tokenize(counted)
     return any(tokenize(t) == noun and any(_is_number(p) for p in tokens[max(0, i - 3):i])
                for i, t in enumerate(tokens) if noun)
 
@@ -277,9 +283,9 @@ def _no_kind_reason(kind: str, question: str, english: bool) -> str:
     french_need, english_need = _KIND_NEEDS[kind]
     if english:
         return f"None of the closest passages holds {english_need}."
-    counted = re.search(r"\bcombien d[e'] ?(\w+)", question.replace("’", "'").lower())
+    counted = counted_noun(question)
     if kind == "number" and counted:
-        french_need = f"un nombre de {counted.group(1)}"
+        french_need = f"un nombre de {counted}"
     return f"Aucun des passages les plus proches ne contient {french_need}."
 
 
