@@ -29,7 +29,6 @@ follow-up questions.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import logging
@@ -41,7 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from rag.cli import UserError
+from rag.errors import UserError
 from rag.config import PROJECT_ROOT, RETRIEVERS, IndexSettings, SearchSettings
 
 from .metrics import METRIC_KEYS, SourceLines, check_gates, compute_metrics
@@ -134,7 +133,7 @@ def ask_one(assistant, question: dict, retriever: str) -> dict:
                       citations=data["citations"], passages=data["passages"],
                       retrieved_sources=retrieved_sources(data["passages"]),
                       latency_ms=data["latency_ms"], support=data["support"],
-                      abstain_threshold=applied_threshold(assistant, question["question"]),
+                      abstain_threshold=data["threshold"],
                       withheld_abstained=withheld_abstained(assistant, question, retriever))
     except Exception as exc:  # recorded, and the run goes on
         message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
@@ -155,13 +154,6 @@ def withheld_abstained(assistant, question: dict, retriever: str) -> bool | None
         return None
     return assistant.ask(question["question"], history=question["history"], retriever=retriever,
                          exclude_sources=question["sources"]).abstained
-
-
-def applied_threshold(assistant, question: str) -> float:
-    """The abstention threshold ``ask`` compared the support with for this question."""
-    from rag.answer import abstain_threshold
-    from rag.language import is_english
-    return round(abstain_threshold(assistant.search, is_english(question)), 6)
 
 
 def run_questions(assistant, questions: Sequence[dict], retrievers: Sequence[str],
@@ -249,6 +241,7 @@ def run_eval(corpus: Path, questions_path: Path, retrievers: Sequence[str],
         "retrievers": list(retrievers),
         "index_settings": settings.to_json(),
         "search_settings": asdict(search),
+        "answerer": type(assistant.answerer).__name__,
         "abstain_threshold": search.abstain_threshold,
         "index_build": report.to_json() if report is not None else None,
         # Other work on the machine slows every number down (latencies most): 1-minute load
@@ -323,62 +316,54 @@ def format_gates(results) -> str:
     return "\n".join(lines)
 
 
-def command_line(args: argparse.Namespace) -> str:
+def command_line(corpus: Path, questions: Path | None, index: Path | None, model: str,
+                 retriever: str, limit: int | None, json_out: Path | None) -> str:
     """The `rag eval` command that reproduces this run (for RESULTS.md)."""
     import shlex
     from rag.config import DEFAULT_CORPUS
     parts = ["rag", "eval"]
-    if Path(args.corpus).resolve() != DEFAULT_CORPUS.resolve():
-        parts += ["--corpus", str(args.corpus)]
-    if args.questions is not None and Path(args.questions).resolve() != DEFAULT_QUESTIONS.resolve():
-        parts += ["--questions", str(args.questions)]
-    if args.index is not None:
-        parts += ["--index", str(args.index)]
-    if args.model != IndexSettings.model:
-        parts += ["--model", args.model]
-    parts += ["--retriever", args.retriever]
-    if args.limit is not None:
-        parts += ["--limit", str(args.limit)]
-    if args.json is not None:
-        parts += ["--json", str(args.json)]
+    if Path(corpus).resolve() != DEFAULT_CORPUS.resolve():
+        parts += ["--corpus", str(corpus)]
+    if questions is not None and Path(questions).resolve() != DEFAULT_QUESTIONS.resolve():
+        parts += ["--questions", str(questions)]
+    if index is not None:
+        parts += ["--index", str(index)]
+    if model != IndexSettings.model:
+        parts += ["--model", model]
+    parts += ["--retriever", retriever]
+    if limit is not None:
+        parts += ["--limit", str(limit)]
+    if json_out is not None:
+        parts += ["--json", str(json_out)]
     return shlex.join(parts)
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    """Handler of `rag eval` (see rag/cli.py for the options)."""
-    retrievers = list(ALL_RETRIEVERS) if args.retriever == "all" else [args.retriever]
-    questions_path = args.questions or DEFAULT_QUESTIONS
-    gates = load_gates() if args.gates else None  # a broken gates file fails before the run
-    if args.gates and GATED_RETRIEVER not in retrievers:
-        raise UserError(f"--gates applies to the {GATED_RETRIEVER} retriever; "
-                          f"use --retriever {GATED_RETRIEVER} or all")
-    if args.json is not None and args.json.is_dir():
-        raise UserError(f"--json {args.json} is a folder; give a file name")
-    result = run_eval(args.corpus, questions_path, retrievers, index_dir=args.index,
-                      model=args.model, limit=args.limit, progress=True)
-    result["run"]["command"] = command_line(args)
-    metrics = result["metrics"]
-    run = result["run"]
-    print(format_table(metrics))
-    print(f"\n{len(result['questions'])} answers in {run['seconds']['total']:.1f} s "
-          f"(index {run['seconds']['index']:.1f} s, questions {run['seconds']['questions']:.1f} s)")
+def summary(result: dict) -> str:
+    """The table and timings ``rag eval`` prints; warns on stderr when questions failed."""
+    metrics, run = result["metrics"], result["run"]
     failed = sum(m["n_failed"] for m in metrics.values())
     if failed:
         first = next(r for r in result["questions"] if r.get("error"))
         print(f"warning: {failed} question(s) failed, e.g. {first['id']}: {first['error']}",
               file=sys.stderr)
-    if args.json is not None:
-        try:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(output_json(result), ensure_ascii=False, indent=1) + "\n",
-                                 encoding="utf-8")
-        except OSError as exc:
-            raise UserError(f"cannot write {args.json}: {exc.strerror or exc}") from None
-        print(f"results written to {args.json}")
-    if gates is not None:
-        results = check_gates(metrics[GATED_RETRIEVER], gates)
-        print(f"\ngates ({GATED_RETRIEVER}, {DEFAULT_GATES.relative_to(PROJECT_ROOT)}):")
-        print(format_gates(results))
-        if not all(ok for *_, ok in results):
-            return 1
-    return 0
+    return (format_table(metrics) + f"\n\n{len(result['questions'])} answers in "
+            f"{run['seconds']['total']:.1f} s (index {run['seconds']['index']:.1f} s, "
+            f"questions {run['seconds']['questions']:.1f} s)")
+
+
+def write_results(path: Path, result: dict) -> None:
+    """Write the ``--json`` document."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(output_json(result), ensure_ascii=False, indent=1) + "\n",
+                        encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def gate_report(result: dict, gates: dict) -> tuple[bool, str]:
+    """Whether the gated retriever passes every gate, and the lines that say so."""
+    results = check_gates(result["metrics"][GATED_RETRIEVER], gates)
+    text = (f"\ngates ({GATED_RETRIEVER}, {DEFAULT_GATES.relative_to(PROJECT_ROOT)}):\n"
+            + format_gates(results))
+    return all(ok for *_, ok in results), text

@@ -1,6 +1,7 @@
 """Every tunable of the program, in one place, with the reason for each default.
 
-The CLI, the UI and the evaluation read these values; nothing else hard-codes them.
+The CLI, the UI and the evaluation read these values; nothing else hard-codes them (the evaluation
+records both settings objects in its run record).
 Values that change what the index contains (model, chunking, boilerplate rule) are recorded in the
 index manifest, and a change to any of them triggers a full rebuild.
 """
@@ -24,6 +25,17 @@ DEFAULT_MODEL = "multilingual-e5-small"
 
 #: File kinds read from a corpus folder.
 CORPUS_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
+
+
+def set_offline_environment() -> None:
+    """Tell the libraries we use that there is no network and no telemetry.
+
+    Called once by every entry point (CLI, chat app, tests) before those libraries are imported.
+    Only defaults are set: a user's own environment wins.
+    """
+    for name, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
+                        ("GRADIO_ANALYTICS_ENABLED", "False"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(name, value)
 
 
 def cache_dir() -> Path:
@@ -63,6 +75,10 @@ class IndexSettings:
     chunk_overlap: int = 0
     #: Boilerplate rule: a line with fewer words than this that does not end a sentence is dropped.
     min_words: int = 5
+    #: BM25 ignores question words ("quel", "comment", "combien") besides the bm25s French stop
+    #: words: left in, they match every passage that happens to use them. On PIAF this lifts BM25
+    #: recall@5 from 0.881 to 0.890 (benchmarks/fusion_sweep.py).
+    question_stop_words: bool = True
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -85,8 +101,21 @@ class SearchSettings:
     dense_weight: float = 1.0
     sentence_weight: float = 1.0
     bm25_weight: float = 1.5
+    #: Passages handed to the reranker (when one is set); the rest keep their retrieval order.
+    rerank_depth: int = 20
     #: Sentences at most in an answer.
     max_sentences: int = 3
+    #: Sentences are looked for in this many of the top passages.
+    candidate_passages: int = 5
+    #: Extractive sentence score = (1 - context_weight) x cosine(question, sentence)
+    #: + context_weight x cosine(question, its passage) + lexical_weight x share of the question's
+    #: words in the sentence + type_bonus when it holds what is asked. The passage share helps a
+    #: short sentence that needs its paragraph; set on the project's question set (eval/RESULTS.md).
+    context_weight: float = 0.5
+    lexical_weight: float = 0.05
+    type_bonus: float = 0.02
+    #: A further sentence joins the answer only within this score margin of the best one.
+    extra_sentence_margin: float = 0.08
     #: Below this support score the assistant abstains (calibrated in eval/RESULTS.md).
     abstain_threshold: float = 0.84
     #: Lowered by this much for English questions: question and text then differ in language and

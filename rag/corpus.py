@@ -24,6 +24,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from .config import CORPUS_SUFFIXES
+from .errors import CorpusError
 from .records import Document
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,6 @@ SENTENCE_END = (".", "!", "?", "…", "»", '"', "”", ":", ";")
 FALLBACK_ENCODING = "cp1252"
 
 
-class CorpusError(Exception):
-    """The corpus folder cannot be used; the message says what to do."""
 
 
 def find_files(root: Path) -> list[Path]:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from rag.config import DEFAULT_MODEL, cache_dir
+from rag.errors import EmbedderError
 from rag.e5_weights import (BUNDLED_WEIGHTS, E5FormatError, read_e5_file, save_hf_model,
                             save_sentence_transformer, save_tokenizer, write_readme)
 
@@ -58,10 +59,6 @@ _PASSAGE_PROMPT_NAMES = ("passage", "document", "corpus")
 #: One load or conversion at a time per process: UI threads may ask for the model together, and
 #: two conversions in one process would share the same ``.tmp-<pid>`` folder.
 _LOCK = threading.RLock()
-
-
-class EmbedderError(Exception):
-    """A model cannot be loaded; the message says what to do about it."""
 
 
 # --------------------------------------------------------------------------- public API

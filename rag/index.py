@@ -1,14 +1,17 @@
-"""The index folder: FAISS vectors, BM25, sentence vectors and a JSON manifest.
+"""The index folder: chunk and sentence vectors, BM25 and a JSON manifest.
 
 Layout of an index folder::
 
-    CURRENT                  name of the complete build in use (replaced atomically)
-    <build>/manifest.json    format version, model, settings, every file's hash and chunk ids
-    <build>/chunks.jsonl     one chunk per line, row order = FAISS row = BM25 row
-    <build>/dense.faiss      exact inner-product index over normalized chunk vectors
-    <build>/bm25/            bm25s arrays (.npy without pickle) and vocabulary (.json)
-    <build>/sentences.npy    int64 rows (chunk row, start, end) of every sentence, file offsets
-    <build>/sentence_vectors.npy  one normalized vector per sentence (answers pick sentences)
+    CURRENT                   name of the complete build in use (replaced atomically)
+    <build>/manifest.json     format version, model, settings, every file's hash and chunk ids
+    <build>/chunks.jsonl      one chunk per line, in file and reading order
+    <build>/sentences.jsonl   one sentence per line: id, chunk id, file offsets
+    <build>/chunks.faiss      chunk vectors (+ chunks.ids.json), see rag/vector_store.py
+    <build>/sentences.faiss   sentence vectors (+ sentences.ids.json): answers pick sentences
+    <build>/bm25/             bm25s arrays (.npy without pickle), vocabulary, ids, stop words
+
+Everything is keyed by chunk id and sentence id, never by row: the vector stores, BM25 and the
+records agree on ids, and :class:`Index` answers every lookup the other modules need.
 
 Every build is written into a fresh folder and only then made current by replacing ``CURRENT``,
 so a build killed at any moment leaves the previous index in use; leftovers are removed by the next
@@ -29,9 +32,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable, Sequence
 
-import faiss
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -39,18 +41,16 @@ from .chunking import split_document
 from .config import IndexSettings
 from .corpus import load_corpus
 from .embedder import Embedder
-from .lexical import LexicalIndex
-from .records import Chunk, Document
+from .errors import IndexStoreError
+from .lexical import LexicalIndex, stop_words
+from .records import Chunk, Document, Sentence
 from .sentences import sentence_spans
+from .vector_store import FaissVectorStore, VectorStore
 
 log = logging.getLogger(__name__)
 
 #: Bump when the folder layout or a file format changes; older indexes then ask for --rebuild.
-FORMAT_VERSION = 1
-
-
-class IndexStoreError(Exception):
-    """The index folder cannot be used as it is; the message says what to do."""
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -72,23 +72,53 @@ class BuildReport:
 
 @dataclass
 class Index:
-    """A loaded, read-only index."""
+    """A loaded, read-only index, with every lookup by id the retriever and answerers need."""
 
     folder: Path
     manifest: dict
-    chunks: list[Chunk]
-    dense: faiss.Index
+    chunks: list[Chunk]  # in file and reading order
+    sentences: list[Sentence]  # in chunk and reading order
+    chunk_vectors: VectorStore
+    sentence_vectors: VectorStore
     lexical: LexicalIndex
-    sentences: np.ndarray  # (n, 3) int64: chunk row, start, end (file offsets)
-    sentence_vectors: np.ndarray  # (n, dim) float32
 
-    @cached_property
-    def chunk_vectors(self) -> np.ndarray:
-        """All chunk vectors as one array, read from FAISS once (sentence scoring and
-        incremental updates need them by row)."""
-        if not self.dense.ntotal:
-            return np.zeros((0, self.dense.d), dtype=np.float32)
-        return self.dense.reconstruct_n(0, self.dense.ntotal)
+    def __post_init__(self) -> None:
+        self._chunk_at = {c.id: i for i, c in enumerate(self.chunks)}
+        self._sentence_by_id = {s.id: s for s in self.sentences}
+        self._sentences_of: dict[str, list[Sentence]] = {}
+        for sentence in self.sentences:
+            self._sentences_of.setdefault(sentence.chunk_id, []).append(sentence)
+
+    def chunk(self, chunk_id: str) -> Chunk:
+        return self.chunks[self._chunk_at[chunk_id]]
+
+    def position(self, chunk_id: str) -> int:
+        """The chunk's place in reading order over the whole index (breaks ranking ties)."""
+        return self._chunk_at[chunk_id]
+
+    def sentence(self, sentence_id: str) -> Sentence:
+        return self._sentence_by_id[sentence_id]
+
+    def sentences_of(self, chunk_ids: Sequence[str]) -> list[Sentence]:
+        """The sentences of ``chunk_ids``, chunk by chunk, in reading order."""
+        return [s for cid in chunk_ids for s in self._sentences_of.get(cid, [])]
+
+    def sentence_text(self, sentence: Sentence) -> str:
+        return _sentence_text(sentence, self.chunk(sentence.chunk_id))
+
+    def sentence_lines(self, sentence: Sentence) -> tuple[int, int]:
+        """First and last line (1-based) of ``sentence`` in its file."""
+        chunk = self.chunk(sentence.chunk_id)
+        offset = sentence.start - chunk.start
+        start_line = chunk.start_line + chunk.text.count("\n", 0, offset)
+        return start_line, start_line + chunk.text.count("\n", offset, sentence.end - chunk.start)
+
+    def neighbours(self, chunk_id: str, around: int = 1) -> list[Chunk]:
+        """The chunk with up to ``around`` chunks before and after it from the same file."""
+        at = self._chunk_at[chunk_id]
+        source = self.chunks[at].source
+        return [self.chunks[i] for i in range(max(0, at - around), at + around + 1)
+                if i < len(self.chunks) and self.chunks[i].source == source]
 
     @cached_property
     def _source_texts(self) -> dict[str, str]:
@@ -100,11 +130,6 @@ class Index:
     def source_text(self, source: str) -> str:
         """The indexed (kept) text of one file: its chunks joined."""
         return self._source_texts.get(source, "")
-
-    def sentence_text(self, row: int) -> str:
-        chunk_row, start, end = (int(x) for x in self.sentences[row])
-        chunk = self.chunks[chunk_row]
-        return chunk.text[start - chunk.start:end - chunk.start]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,19 +175,26 @@ def load_index(index_dir: Path) -> Index | None:
         return None
     manifest = read_manifest(folder)
     try:
-        with open(folder / "chunks.jsonl", encoding="utf-8") as f:
-            chunks = [Chunk(**json.loads(line)) for line in f]
-        dense = faiss.read_index(str(folder / "dense.faiss"))
-        lexical = LexicalIndex.load(folder / "bm25", len(chunks))
-        sentences = np.load(folder / "sentences.npy", allow_pickle=False)
-        sentence_vectors = np.load(folder / "sentence_vectors.npy", allow_pickle=False)
+        chunks = [Chunk(**row) for row in _read_jsonl(folder / "chunks.jsonl")]
+        sentences = [Sentence(**row) for row in _read_jsonl(folder / "sentences.jsonl")]
+        chunk_vectors = FaissVectorStore.load(folder, "chunks")
+        sentence_vectors = FaissVectorStore.load(folder, "sentences")
+        lexical = LexicalIndex.load(folder / "bm25")
     except Exception as exc:  # any damage to the files means the same thing to the user
         raise IndexStoreError(
             f"index at {index_dir} is unreadable ({exc.__class__.__name__}); "
             "run `rag index --rebuild`") from None
-    if dense.ntotal != len(chunks) or len(sentences) != len(sentence_vectors):
+    chunk_ids = [c.id for c in chunks]
+    if (chunk_vectors.ids != chunk_ids or lexical.ids != chunk_ids
+            or sentence_vectors.ids != [s.id for s in sentences]):
         raise IndexStoreError(f"index at {index_dir} is inconsistent; run `rag index --rebuild`")
-    return Index(Path(index_dir), manifest, chunks, dense, lexical, sentences, sentence_vectors)
+    return Index(Path(index_dir), manifest, chunks, sentences, chunk_vectors, sentence_vectors,
+                 lexical)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,13 +210,10 @@ def _rebuild_reason(manifest: dict, settings: IndexSettings) -> str:
     return f"settings changed ({', '.join(changed)})" if changed else ""
 
 
-def _sentences_of(chunks: list[Chunk], first_row: int) -> list[tuple[int, int, int]]:
-    """(chunk row, start, end) of every sentence of ``chunks``, in file offsets."""
-    rows = []
-    for i, chunk in enumerate(chunks):
-        for s, e in sentence_spans(chunk.text):
-            rows.append((first_row + i, chunk.start + s, chunk.start + e))
-    return rows
+def sentences_of(chunks: list[Chunk]) -> list[Sentence]:
+    """Every sentence of ``chunks``, in file offsets, with ids ``<chunk id>:<k>``."""
+    return [Sentence(f"{chunk.id}:{k}", chunk.id, chunk.start + s, chunk.start + e)
+            for chunk in chunks for k, (s, e) in enumerate(sentence_spans(chunk.text))]
 
 
 def update_index(corpus: Path, index_dir: Path, settings: IndexSettings,
@@ -227,64 +256,35 @@ def update_index(corpus: Path, index_dir: Path, settings: IndexSettings,
 def _write_build(docs: list[Document], old: Index | None, reuse: set[str], index_dir: Path,
                  settings: IndexSettings, embedder: Embedder, progress: bool) -> BuildReport:
     """Assemble chunks and vectors (reused or new) and write them as a new current build."""
-    old_rows: dict[str, list[int]] = {}
-    old_sentence_rows: dict[int, list[int]] = {}
-    old_vectors = old.chunk_vectors if old is not None else None
-    if old is not None:
-        for row, chunk in enumerate(old.chunks):
-            old_rows.setdefault(chunk.source, []).append(row)
-        for srow, chunk_row in enumerate(old.sentences[:, 0]):
-            old_sentence_rows.setdefault(int(chunk_row), []).append(srow)
-
     chunks: list[Chunk] = []
-    vector_parts: list[np.ndarray] = []
-    sentence_rows: list[tuple[int, int, int]] = []
-    sentence_vector_parts: list[np.ndarray] = []
-    to_embed: list[tuple[int, int]] = []  # (first new row, count) of chunks to embed
-    new_sentence_slots: list[tuple[int, int]] = []
     files: dict[str, dict] = {}
-    reused = 0
+    fresh: list[Chunk] = []
     for doc in docs:
-        first = len(chunks)
         if old is not None and doc.source in reuse:
-            rows = old_rows.get(doc.source, [])
-            doc_chunks = [old.chunks[r] for r in rows]
-            vector_parts.append(old_vectors[rows] if rows else np.zeros((0, embedder.dim), np.float32))
-            for new_row, r in enumerate(rows, start=first):
-                for srow in old_sentence_rows.get(r, []):
-                    _, s, e = old.sentences[srow]
-                    sentence_rows.append((new_row, int(s), int(e)))
-                    sentence_vector_parts.append(old.sentence_vectors[srow:srow + 1])
-            reused += len(doc_chunks)
+            doc_chunks = [old.chunk(cid) for cid in old.manifest["files"][doc.source]["chunks"]]
         else:
             doc_chunks = split_document(doc, settings.chunk_size, settings.chunk_overlap)
-            to_embed.append((first, len(doc_chunks)))
-            vector_parts.append(np.zeros((len(doc_chunks), embedder.dim), np.float32))
-            new = _sentences_of(doc_chunks, first)
-            new_sentence_slots.append((len(sentence_rows), len(new)))
-            sentence_rows.extend(new)
-            sentence_vector_parts.append(np.zeros((len(new), embedder.dim), np.float32))
+            fresh.extend(doc_chunks)
         chunks.extend(doc_chunks)
         files[doc.source] = {"hash": doc.content_hash, "chunks": [c.id for c in doc_chunks]}
+    fresh_ids = {c.id for c in fresh}
+    sentences = sentences_of(chunks)
+    fresh_sentences = [s for s in sentences if s.chunk_id in fresh_ids]
 
-    vectors = np.concatenate(vector_parts) if vector_parts else np.zeros((0, embedder.dim), np.float32)
-    sentence_vectors = (np.concatenate(sentence_vector_parts) if sentence_vector_parts
-                        else np.zeros((0, embedder.dim), np.float32))
-    sentences = np.asarray(sentence_rows, dtype=np.int64).reshape(-1, 3)
+    chunk_texts = [c.text for c in fresh]
+    new_chunk_vectors = embedder.encode_passages(chunk_texts, show_progress=progress)
+    by_id = {c.id: c for c in fresh}
+    sentence_texts = [_sentence_text(s, by_id[s.chunk_id]) for s in fresh_sentences]
+    new_sentence_vectors = embedder.encode_passages(sentence_texts, show_progress=progress)
 
-    new_rows = [r for first, n in to_embed for r in range(first, first + n)]
-    new_sentences = [r for first, n in new_sentence_slots for r in range(first, first + n)]
-    if new_rows:
-        vectors[new_rows] = embedder.encode_passages([chunks[r].text for r in new_rows],
-                                                     show_progress=progress)
-    if new_sentences:
-        texts = []
-        for r in new_sentences:
-            chunk_row, s, e = sentences[r]
-            chunk = chunks[int(chunk_row)]
-            texts.append(chunk.text[s - chunk.start:e - chunk.start])
-        sentence_vectors[new_sentences] = embedder.encode_passages(texts, show_progress=progress)
-
+    chunk_store = _assemble(embedder.dim, [c.id for c in chunks],
+                            dict(zip((c.id for c in fresh), new_chunk_vectors)),
+                            old.chunk_vectors if old else None)
+    sentence_store = _assemble(embedder.dim, [s.id for s in sentences],
+                               dict(zip((s.id for s in fresh_sentences), new_sentence_vectors)),
+                               old.sentence_vectors if old else None)
+    lexical = LexicalIndex.build([c.id for c in chunks], [c.text for c in chunks],
+                                 stop_words(settings.question_stop_words))
     manifest = {
         "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -294,27 +294,43 @@ def _write_build(docs: list[Document], old: Index | None, reuse: set[str], index
         "counts": {"files": len(docs), "chunks": len(chunks), "sentences": len(sentences)},
         "files": files,
     }
-    write_build(Path(index_dir), manifest, chunks, vectors, sentences, sentence_vectors)
-    return BuildReport(len(docs), len(chunks), len(new_rows), reused, 0, 0.0)
+    write_build(Path(index_dir), manifest, chunks, sentences, chunk_store, sentence_store, lexical)
+    return BuildReport(len(docs), len(chunks), len(fresh), len(chunks) - len(fresh), 0, 0.0)
 
 
-def write_build(index_dir: Path, manifest: dict, chunks: list[Chunk], vectors: np.ndarray,
-                sentences: np.ndarray, sentence_vectors: np.ndarray) -> Path:
+def _sentence_text(sentence: Sentence, chunk: Chunk) -> str:
+    return chunk.text[sentence.start - chunk.start:sentence.end - chunk.start]
+
+
+def _assemble(dim: int, ids: list[str], new: dict[str, np.ndarray],
+              old: VectorStore | None) -> FaissVectorStore:
+    """A store holding ``ids`` in order: fresh vectors from ``new``, the rest from ``old``."""
+    vectors = np.zeros((len(ids), dim), dtype=np.float32)
+    reused = [i for i, id_ in enumerate(ids) if id_ not in new]
+    if reused:
+        vectors[reused] = old.get([ids[i] for i in reused])
+    for i, id_ in enumerate(ids):
+        if id_ in new:
+            vectors[i] = new[id_]
+    store = FaissVectorStore(dim)
+    store.add(ids, vectors)
+    return store
+
+
+def write_build(index_dir: Path, manifest: dict, chunks: list[Chunk], sentences: list[Sentence],
+                chunk_vectors: VectorStore, sentence_vectors: VectorStore,
+                lexical: LexicalIndex) -> Path:
     """Write a complete build beside the current one, then make it current atomically."""
     index_dir.mkdir(parents=True, exist_ok=True)
     name = f"build-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
     folder = index_dir / name
     folder.mkdir()
-    with open(folder / "chunks.jsonl", "w", encoding="utf-8") as f:
-        for chunk in chunks:
-            f.write(json.dumps(asdict(chunk), ensure_ascii=False) + "\n")
-    dense = faiss.IndexFlatIP(int(manifest["model"]["dim"]))
-    if len(vectors):
-        dense.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    faiss.write_index(dense, str(folder / "dense.faiss"))
-    LexicalIndex.build([c.text for c in chunks]).save(folder / "bm25")
-    np.save(folder / "sentences.npy", sentences, allow_pickle=False)
-    np.save(folder / "sentence_vectors.npy", sentence_vectors.astype(np.float32), allow_pickle=False)
+    _write_jsonl(folder / "chunks.jsonl", chunks)
+    _write_jsonl(folder / "sentences.jsonl", sentences)
+    chunk_vectors.save(folder, "chunks")
+    sentence_vectors.save(folder, "sentences")
+    (folder / "bm25").mkdir()
+    lexical.save(folder / "bm25")
     (folder / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1),
                                           encoding="utf-8")
     _fsync_tree(folder)
@@ -325,6 +341,12 @@ def write_build(index_dir: Path, manifest: dict, chunks: list[Chunk], vectors: n
     _fsync_file(index_dir)
     _remove_stale(index_dir, keep=name)
     return folder
+
+
+def _write_jsonl(path: Path, records: Sequence) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
 
 
 def _fsync_file(path: Path) -> None:

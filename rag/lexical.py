@@ -6,6 +6,7 @@ removed and the rest reduced by the Snowball French stemmer, so "dépenses" matc
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 import unicodedata
@@ -31,42 +32,59 @@ QUESTION_WORDS = frozenset({
 STOPWORDS = frozenset(STOPWORDS_FRENCH) | QUESTION_WORDS
 
 
+def stop_words(question_words: bool = True) -> frozenset[str]:
+    """The words BM25 ignores: the bm25s French list, plus question words unless turned off
+    (``IndexSettings.question_stop_words``)."""
+    return STOPWORDS if question_words else frozenset(STOPWORDS_FRENCH)
+
+
 @lru_cache(maxsize=1)
 def _stemmer() -> Stemmer.Stemmer:
     return Stemmer.Stemmer("french")
 
 
-def tokenize(text: str) -> list[str]:
+def tokenize(text: str, stop: frozenset[str] = STOPWORDS) -> list[str]:
     """Stemmed content words of ``text``."""
     words = _WORD.findall(unicodedata.normalize("NFKC", text).lower())
-    return _stemmer().stemWords([w for w in words if w not in STOPWORDS])
+    return _stemmer().stemWords([w for w in words if w not in stop])
 
 
 class LexicalIndex:
-    """A bm25s index whose rows are the index's chunks, in the same order."""
+    """A bm25s index over chunks, keyed by chunk id; it keeps the stop words it was built with,
+    so questions are tokenized exactly like the chunks were."""
 
-    def __init__(self, model: bm25s.BM25, n_docs: int) -> None:
+    def __init__(self, model: bm25s.BM25, ids: list[str], stop: frozenset[str]) -> None:
         self.model = model
-        self.n_docs = n_docs
+        self.ids = ids
+        self.stop = stop
 
     @classmethod
-    def build(cls, texts: list[str]) -> "LexicalIndex":
+    def build(cls, ids: list[str], texts: list[str],
+              stop: frozenset[str] = STOPWORDS) -> LexicalIndex:
         model = bm25s.BM25()
         # Empty token lists would shift bm25s rows; a placeholder token keeps rows aligned.
-        corpus = [tokenize(t) or ["\u2400"] for t in texts]
+        corpus = [tokenize(t, stop) or ["\u2400"] for t in texts]
         model.index(corpus, show_progress=False)
-        return cls(model, len(texts))
+        return cls(model, list(ids), stop)
 
     def save(self, folder: Path) -> None:
         self.model.save(str(folder))
+        (folder / "ids.json").write_text(json.dumps(self.ids), encoding="utf-8")
+        (folder / "stopwords.json").write_text(json.dumps(sorted(self.stop), ensure_ascii=False),
+                                               encoding="utf-8")
 
     @classmethod
-    def load(cls, folder: Path, n_docs: int) -> "LexicalIndex":
-        return cls(bm25s.BM25.load(str(folder), mmap=False), n_docs)
+    def load(cls, folder: Path) -> LexicalIndex:
+        ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
+        stop = frozenset(json.loads((folder / "stopwords.json").read_text(encoding="utf-8")))
+        return cls(bm25s.BM25.load(str(folder), mmap=False), ids, stop)
+
+    def tokenize(self, text: str) -> list[str]:
+        return tokenize(text, self.stop)
 
     def known_tokens(self, question: str) -> tuple[list[str], int]:
         """The question's tokens that occur in the corpus, and how many tokens it has in all."""
-        tokens = tokenize(question)
+        tokens = self.tokenize(question)
         vocab = self.model.vocab_dict
         return [t for t in tokens if t in vocab], len(tokens)
 
@@ -76,8 +94,17 @@ class LexicalIndex:
         return len(known) / total if total else 0.0
 
     def scores(self, question: str) -> np.ndarray:
-        """BM25 score of every chunk for ``question`` (zeros when no word is known)."""
+        """BM25 score of every chunk for ``question``, in ``ids`` order (zeros when no word of the
+        question is known)."""
         tokens, _ = self.known_tokens(question)
         if not tokens:
-            return np.zeros(self.n_docs, dtype=np.float32)
+            return np.zeros(len(self.ids), dtype=np.float32)
         return np.asarray(self.model.get_scores(tokens), dtype=np.float32)
+
+    def top(self, question: str, k: int) -> list[tuple[str, float]]:
+        """The ``k`` best chunk ids with a positive score, best first."""
+        scores = self.scores(question)
+        if not len(scores):
+            return []
+        top = np.argsort(-scores, kind="stable")[:k]
+        return [(self.ids[i], float(scores[i])) for i in top if scores[i] > 0]

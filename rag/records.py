@@ -1,6 +1,6 @@
 """The small records that flow through the pipeline.
 
-files -> Document -> Chunk -> (index) -> Passage -> Answer with Citation.
+files -> Document -> Chunk (and its Sentences) -> (index) -> Passage -> Answer with Citation.
 They are plain dataclasses so every layer (CLI, UI, evaluation) shares one vocabulary and the
 JSON shapes are produced in one place (``Answer.to_json``).
 """
@@ -35,6 +35,20 @@ class Chunk:
     start_line: int  # 1-based, inclusive
     end_line: int  # 1-based, inclusive
     text: str
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One sentence of a chunk: ``start``/``end`` are offsets in the file, like a chunk's.
+
+    Its id is ``<chunk id>:<k>`` (the k-th sentence of that chunk), so it is as stable as the
+    chunk's and says which chunk it belongs to.
+    """
+
+    id: str
+    chunk_id: str
+    start: int
+    end: int
 
 
 #: The keys a passage and a citation share in the JSON output.
@@ -91,6 +105,8 @@ class Answer:
     support: float = 0.0
     #: Why it abstained (one sentence in the question's language); empty when it answers.
     reason: str = ""
+    #: What ``support`` was compared with (it depends on the answerer and the question's language).
+    threshold: float = 0.0
 
     def to_json(self) -> dict:
         """The object ``rag ask --json`` prints and the UI's API returns."""
@@ -102,5 +118,6 @@ class Answer:
             "passages": [p.to_json() for p in self.passages],
             "latency_ms": round(self.latency_ms, 2),
             "support": round(float(self.support), 6),
+            "threshold": round(float(self.threshold), 6),
             "reason": self.reason,
         }

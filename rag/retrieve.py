@@ -8,7 +8,7 @@ content words found in the corpus vocabulary, so a side with nothing to say cann
 """
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,62 +19,54 @@ from .index import Index
 
 @dataclass(frozen=True)
 class Ranking:
-    """Chunk rows, best first, with the score that ranked them."""
+    """Chunk ids, best first, with the score that ranked them."""
 
-    rows: list[int]
+    ids: list[str]
     scores: list[float]
+
+    @classmethod
+    def of(cls, pairs: list[tuple[str, float]]) -> Ranking:
+        return cls([i for i, _ in pairs], [s for _, s in pairs])
 
     def without(self, index: Index, sources: Collection[str]) -> Ranking:
         """The ranking with the passages of ``sources`` left out."""
-        kept = [(r, s) for r, s in zip(self.rows, self.scores)
-                if index.chunks[r].source not in sources]
-        return Ranking([r for r, _ in kept], [s for _, s in kept])
+        return Ranking.of([(i, s) for i, s in zip(self.ids, self.scores)
+                           if index.chunk(i).source not in sources])
 
 
 def dense_ranking(index: Index, query_vector: np.ndarray, depth: int) -> Ranking:
-    if index.dense.ntotal == 0:
-        return Ranking([], [])
-    scores, rows = index.dense.search(query_vector.reshape(1, -1).astype(np.float32),
-                                      min(depth, index.dense.ntotal))
-    keep = rows[0] >= 0
-    return Ranking(rows[0][keep].tolist(), scores[0][keep].tolist())
+    return Ranking.of(index.chunk_vectors.search(query_vector, depth))
 
 
 def sentence_ranking(index: Index, query_vector: np.ndarray, depth: int) -> Ranking:
     """Chunks ranked by their best-matching sentence: a finer-grained dense view, which finds a
     one-sentence fact buried in a long chunk."""
-    if not len(index.sentences):
-        return Ranking([], [])
-    cosines = index.sentence_vectors @ query_vector.astype(np.float32)
-    best: dict[int, float] = {}
-    for srow in np.argsort(-cosines)[:depth * 4].tolist():
-        chunk_row = int(index.sentences[srow, 0])
-        if chunk_row not in best:
-            best[chunk_row] = float(cosines[srow])
+    best: dict[str, float] = {}
+    for sentence_id, score in index.sentence_vectors.search(query_vector, depth * 4):
+        chunk_id = index.sentence(sentence_id).chunk_id
+        if chunk_id not in best:
+            best[chunk_id] = score
             if len(best) == depth:
                 break
     return Ranking(list(best), list(best.values()))
 
 
 def bm25_ranking(index: Index, question: str, depth: int) -> Ranking:
-    scores = index.lexical.scores(question)
-    if not len(scores):
-        return Ranking([], [])
-    top = np.argsort(-scores, kind="stable")[:depth]
-    top = top[scores[top] > 0]
-    return Ranking(top.tolist(), scores[top].tolist())
+    return Ranking.of(index.lexical.top(question, depth))
 
 
-def fuse(rankings: list[tuple[Ranking, float]], k: int) -> Ranking:
-    """Weighted reciprocal rank fusion: score = sum of weight / (k + rank)."""
-    fused: dict[int, float] = {}
+def fuse(rankings: list[tuple[Ranking, float]], k: int,
+         position: Callable[[str], int] = lambda chunk_id: 0) -> Ranking:
+    """Weighted reciprocal rank fusion: score = sum of weight / (k + rank); equal scores keep
+    ``position`` order (the chunk's place in the index), so results never depend on dict order."""
+    fused: dict[str, float] = {}
     for ranking, weight in rankings:
         if weight <= 0:
             continue
-        for rank, row in enumerate(ranking.rows, start=1):
-            fused[row] = fused.get(row, 0.0) + weight / (k + rank)
-    order = sorted(fused, key=lambda r: (-fused[r], r))
-    return Ranking(order, [fused[r] for r in order])
+        for rank, chunk_id in enumerate(ranking.ids, start=1):
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (k + rank)
+    order = sorted(fused, key=lambda i: (-fused[i], position(i)))
+    return Ranking(order, [fused[i] for i in order])
 
 
 def rank(index: Index, question: str, query_vector: np.ndarray | None, mode: str,
@@ -91,4 +83,4 @@ def rank(index: Index, question: str, query_vector: np.ndarray | None, mode: str
     lexical = bm25_ranking(index, question, settings.depth)
     bm25_weight = settings.bm25_weight * index.lexical.coverage(question)
     return fuse([(dense, settings.dense_weight), (by_sentence, settings.sentence_weight),
-                 (lexical, bm25_weight)], settings.rrf_k)
+                 (lexical, bm25_weight)], settings.rrf_k, index.position)

@@ -14,10 +14,10 @@ Routes:
 """
 from __future__ import annotations
 
-import os
+from rag.config import set_offline_environment
 
 # No network here, and no telemetry wanted anywhere: before gradio is imported.
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+set_offline_environment()
 
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -28,7 +28,8 @@ import gradio as gr  # noqa: E402
 import uvicorn  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
-from rag.assistant import Assistant, QuestionError  # noqa: E402
+from rag.assistant import Assistant  # noqa: E402
+from rag.errors import QuestionError  # noqa: E402
 
 from .render import (answer_html, notice_html, question_html, sources_html,  # noqa: E402
                      status_html, with_urls)
@@ -36,7 +37,9 @@ from .source_view import source_router  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-#: Questions answered at the same time. Two cores: more would only make each answer slower.
+#: Questions handled at the same time. Embedding a question holds the model's lock and both cores;
+#: a few slots let other questions' retrieval, answer choice and HTML run meanwhile instead of
+#: queueing behind it (measured under load in benchmarks, not a correctness setting).
 CONCURRENCY = 4
 #: Every event that runs the model shares one concurrency group (the chat and the API).
 MODEL_GROUP = "assistant"

@@ -11,6 +11,7 @@ in a document cannot change the layout either.
 from __future__ import annotations
 
 import html
+import re
 from urllib.parse import quote
 
 SOURCE_ROUTE = "/source/"
@@ -42,15 +43,40 @@ def marker_link(citation: dict) -> str:
 
 
 def answer_html(answer: dict) -> str:
-    """The assistant's chat message: each cited sentence followed by its linked marker.
+    """The assistant's chat message: the answer's own text, escaped, with each ``[n]`` marker of
+    a citation turned into a link to the cited lines.
 
-    Built from the citations rather than by parsing ``answer["answer"]``: a sentence that itself
-    contains "[2]" (a footnote in the source) must not become a link.
+    Markers inside quoted source text are left as text: a quoted sentence that itself contains
+    "[2]" (a footnote in the source) must not become a link.
     """
+    text = answer["answer"]
     if answer["abstained"] or not answer["citations"]:
-        return f'<p class="abstained">{html.escape(answer["answer"])}</p>'
-    parts = [f"{html.escape(c['text'])} {marker_link(c)}" for c in answer["citations"]]
-    return f'<p class="answer">{" ".join(parts)}</p>'
+        return f'<p class="abstained">{html.escape(text)}</p>'
+    by_n = {c["n"]: c for c in answer["citations"]}
+    quoted = _quoted_spans(text, answer["citations"])
+    parts, at = [], 0
+    for match in _MARKER.finditer(text):
+        n = int(match.group(1))
+        if n not in by_n or any(a <= match.start() < b for a, b in quoted):
+            continue
+        parts += [html.escape(text[at:match.start()]), marker_link(by_n[n])]
+        at = match.end()
+    parts.append(html.escape(text[at:]))
+    return f'<p class="answer">{"".join(parts)}</p>'
+
+
+_MARKER = re.compile(r"\[(\d+)\]")
+
+
+def _quoted_spans(text: str, citations: list[dict]) -> list[tuple[int, int]]:
+    """Where the answer text quotes each citation's sentence, in order."""
+    spans, at = [], 0
+    for citation in citations:
+        found = text.find(citation["text"], at) if citation["text"] else -1
+        if found >= 0:
+            spans.append((found, found + len(citation["text"])))
+            at = found + len(citation["text"])
+    return spans
 
 
 def question_html(question: str) -> str:
