@@ -32,10 +32,10 @@ def doc_recall(rankings: list[list[str]], golds: list[set[str]], ks=(1, 5, 10)) 
     return out
 
 
-def sources(index, rows: list[int]) -> list[str]:
+def sources(index, chunk_ids: list[str]) -> list[str]:
     seen: list[str] = []
-    for row in rows:
-        s = index.chunks[row].source
+    for chunk_id in chunk_ids:
+        s = index.chunk(chunk_id).source
         if s not in seen:
             seen.append(s)
     return seen
@@ -63,18 +63,18 @@ def main() -> None:
     print(f"query embedding: {1000 * (time.perf_counter() - started) / len(texts):.1f} ms/question")
     dense = [dense_ranking(index, v, 100) for v in vectors]
     sentence_dense = [sentence_ranking(index, v, 100) for v in vectors]
-    print("sentence-level dense             ", doc_recall([sources(index, r.rows) for r in sentence_dense], golds))
+    print("sentence-level dense             ", doc_recall([sources(index, r.ids) for r in sentence_dense], golds))
 
     variants = {}
-    for name, extra in (("bm25s French list", frozenset()),
-                        ("+ question words", lexical.QUESTION_WORDS)):
-        lexical.STOPWORDS = frozenset(lexical.STOPWORDS_FRENCH) | extra
-        index.lexical = lexical.LexicalIndex.build([c.text for c in index.chunks])
+    for name, question_words in (("bm25s French list", False), ("+ question words", True)):
+        index.lexical = lexical.LexicalIndex.build([c.id for c in index.chunks],
+                                                   [c.text for c in index.chunks],
+                                                   lexical.stop_words(question_words))
         bm25 = [bm25_ranking(index, t, 100) for t in texts]
         coverage = [index.lexical.coverage(t) for t in texts]
         variants[name] = (bm25, coverage)
-        print(f"BM25 stop words = {name:18s}", doc_recall([sources(index, r.rows) for r in bm25], golds))
-    print("dense                            ", doc_recall([sources(index, r.rows) for r in dense], golds))
+        print(f"BM25 stop words = {name:18s}", doc_recall([sources(index, r.ids) for r in bm25], golds))
+    print("dense                            ", doc_recall([sources(index, r.ids) for r in dense], golds))
 
     print("\nfusion grid (stop words + question words):")
     bm25, coverage = variants["+ question words"]
@@ -84,9 +84,9 @@ def main() -> None:
         fused = []
         for d, sd, b, c in zip(dense, sentence_dense, bm25, coverage):
             w = weight * (c if scaled else 1.0)
-            fused.append(fuse([(Ranking(d.rows[:depth], d.scores[:depth]), 1.0),
-                               (Ranking(sd.rows[:depth], sd.scores[:depth]), sw),
-                               (Ranking(b.rows[:depth], b.scores[:depth]), w)], k).rows)
+            fused.append(fuse([(Ranking(d.ids[:depth], d.scores[:depth]), 1.0),
+                               (Ranking(sd.ids[:depth], sd.scores[:depth]), sw),
+                               (Ranking(b.ids[:depth], b.scores[:depth]), w)], k, index.position).ids)
         scores = doc_recall([sources(index, r) for r in fused], golds)
         results.append((scores["r@5"], scores["r@1"], k, weight, depth, scaled, sw, scores))
     for r5, r1, k, weight, depth, scaled, sw, scores in sorted(results, reverse=True)[:15]:

@@ -22,6 +22,9 @@ Definitions (keys of the metrics block, exactly):
   answers given, independently of how often the assistant abstains.
 * ``answer_accuracy``: the same correct answers divided by *all* answerable questions (an
   abstention or a failure counts as wrong). ``answer_accuracy <= answer_contains`` always.
+* ``top_citation_contains``: among answerable questions that were answered, the share whose
+  best-scored cited sentence alone holds a gold string: what a user reads first.
+* ``answer_chars_p50``: median length of the answers given, in characters (markers included).
 * ``abstain_unanswerable``: share of unanswerable questions that abstained (higher is better).
 * ``abstain_answerable``: share of answerable questions that abstained (lower is better).
 * ``abstain_withheld``: share of answerable questions that abstained when asked again with their
@@ -41,38 +44,18 @@ denominator is empty (e.g. abstention on unanswerable questions for PIAF, which 
 from __future__ import annotations
 
 import math
-import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from rag.language import normalize_answer
 
 #: Keys of a metrics block, in the order the table prints them.
 METRIC_KEYS = (
     "recall@1", "recall@5", "mrr@10", "answer_contains", "answer_accuracy",
-    "abstain_unanswerable", "abstain_answerable", "abstain_withheld", "citation_valid",
+    "top_citation_contains", "answer_chars_p50", "abstain_unanswerable", "abstain_answerable", "abstain_withheld", "citation_valid",
     "latency_ms_p50", "latency_ms_p95",
     "n_questions", "n_answerable", "n_unanswerable", "n_citations", "n_failed",
 )
-
-_APOSTROPHES = {
-    "\u2019": "'",  # right single quotation mark (the French typographic apostrophe)
-    "\u2018": "'",  # left single quotation mark
-    "\u02bc": "'",  # modifier letter apostrophe
-    "\u2032": "'",  # prime
-    "\u00b4": "'",  # acute accent used as an apostrophe
-    "`": "'",
-}
-_APOSTROPHE_TABLE = str.maketrans(_APOSTROPHES)
-
-
-def normalize_answer(text: str) -> str:
-    """Text as compared by ``answer_contains``.
-
-    NFKC (which also turns no-break and narrow no-break spaces into plain spaces), case-fold,
-    typographic apostrophes to ``'``, and every run of white space to one space, trimmed.
-    """
-    text = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHE_TABLE)
-    return " ".join(text.split())
-
 
 def answer_matches(answer: str, gold: Iterable[str]) -> bool:
     """Whether ``answer`` contains one of the ``gold`` strings once both are normalised."""
@@ -120,6 +103,29 @@ def answer_contains(records: Sequence[dict]) -> float | None:
     answered = [r for r in records if r.get("answerable") and not _failed(r)
                 and r.get("abstained") is False]
     return _share(sum(is_correct(r) for r in answered), len(answered))
+
+
+def top_citation(record: dict) -> dict | None:
+    """The cited sentence the answerer scored highest (the first one on equal scores)."""
+    citations = record.get("citations") or []
+    return max(citations, key=lambda c: float(c.get("score", 0.0))) if citations else None
+
+
+def top_citation_contains(records: Sequence[dict]) -> float | None:
+    """Over answered answerable questions: the share whose best-scored cited sentence, alone,
+    holds a gold string. Stricter than ``answer_contains``, which a long answer flatters."""
+    answered = [r for r in records if r.get("answerable") and not _failed(r)
+                and r.get("abstained") is False]
+    hits = sum(bool((c := top_citation(r)) and answer_matches(c.get("text", ""),
+                                                             r.get("gold_answers") or ()))
+               for r in answered)
+    return _share(hits, len(answered))
+
+
+def answer_chars(records: Sequence[dict]) -> list[int]:
+    """Length in characters of each answer given (abstentions and failures left out)."""
+    return [len(r.get("answer") or "") for r in records
+            if not _failed(r) and r.get("abstained") is False]
 
 
 def answer_accuracy(records: Sequence[dict]) -> float | None:
@@ -207,6 +213,8 @@ def compute_metrics(records: Sequence[dict], corpus_root: Path, min_words: int |
         "mrr@10": mrr_at(records, 10),
         "answer_contains": answer_contains(records),
         "answer_accuracy": answer_accuracy(records),
+        "top_citation_contains": top_citation_contains(records),
+        "answer_chars_p50": percentile(answer_chars(records), 50),
         "abstain_unanswerable": abstain_share(records, answerable=False),
         "abstain_answerable": abstain_share(records, answerable=True),
         "abstain_withheld": withheld_share(records),

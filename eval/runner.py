@@ -204,7 +204,8 @@ def _load_average() -> float | None:
 def run_eval(corpus: Path, questions_path: Path, retrievers: Sequence[str],
              index_dir: Path | None = None, model: str = IndexSettings.model,
              limit: int | None = None, progress: bool = True,
-             assistant_factory: Callable | None = None) -> dict:
+             assistant_factory: Callable | None = None,
+             search: SearchSettings = SearchSettings(), split: str = "all") -> dict:
     """Run the evaluation; returns ``{"metrics": {retriever: block}, "questions", "run"}``
     (always keyed by retriever; ``output_json`` flattens the single-retriever case)."""
     from rag.assistant import Assistant
@@ -214,13 +215,19 @@ def run_eval(corpus: Path, questions_path: Path, retrievers: Sequence[str],
     load_before = _load_average()
     questions = load_questions(questions_path)
     n_in_file = len(questions)
+    if split != "all":
+        from rag.reader.dataset import split_of
+        questions = [q for q in questions if q["sources"] and split_of(q["sources"][0]) == split]
+        if not questions:
+            raise UserError(f"no question of {questions_path} is in the {split} split")
     if limit is not None:
         if limit < 1:
             raise UserError(f"--limit must be at least 1 (got {limit})")
         questions = questions[:limit]
     settings = IndexSettings(model=model)
     factory = assistant_factory or Assistant
-    assistant = factory(corpus, index_dir, settings, progress=progress and sys.stderr.isatty())
+    assistant = factory(corpus, index_dir, settings, search,
+                        progress=progress and sys.stderr.isatty())
     index_seconds = time.perf_counter() - started
     assistant.embedder  # load the model before the questions' clock starts
     load_seconds = time.perf_counter() - started - index_seconds
@@ -238,6 +245,7 @@ def run_eval(corpus: Path, questions_path: Path, retrievers: Sequence[str],
         "questions_file": str(questions_path),
         "n_questions_in_file": n_in_file,
         "limit": limit,
+        "split": split,
         "retrievers": list(retrievers),
         "index_settings": settings.to_json(),
         "search_settings": asdict(search),
@@ -279,7 +287,7 @@ def format_value(name: str, value) -> str:
         return "n/a"
     if name.startswith("n_"):
         return str(int(value))
-    if name.startswith("latency"):
+    if name.startswith(("latency", "answer_chars")):
         return f"{value:.1f}"
     return f"{value:.3f}"
 
@@ -314,28 +322,6 @@ def format_gates(results) -> str:
         shown = format_value(name, value)
         lines.append(f"{'PASS' if ok else 'FAIL'}  {name} = {shown} (needs {sign} {bound:g})")
     return "\n".join(lines)
-
-
-def command_line(corpus: Path, questions: Path | None, index: Path | None, model: str,
-                 retriever: str, limit: int | None, json_out: Path | None) -> str:
-    """The `rag eval` command that reproduces this run (for RESULTS.md)."""
-    import shlex
-    from rag.config import DEFAULT_CORPUS
-    parts = ["rag", "eval"]
-    if Path(corpus).resolve() != DEFAULT_CORPUS.resolve():
-        parts += ["--corpus", str(corpus)]
-    if questions is not None and Path(questions).resolve() != DEFAULT_QUESTIONS.resolve():
-        parts += ["--questions", str(questions)]
-    if index is not None:
-        parts += ["--index", str(index)]
-    if model != IndexSettings.model:
-        parts += ["--model", model]
-    parts += ["--retriever", retriever]
-    if limit is not None:
-        parts += ["--limit", str(limit)]
-    if json_out is not None:
-        parts += ["--json", str(json_out)]
-    return shlex.join(parts)
 
 
 def summary(result: dict) -> str:

@@ -16,8 +16,10 @@ from collections.abc import Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from .answerer import AnswerContext, Answerer
-from .config import DEFAULT_CORPUS, IndexSettings, SearchSettings, default_index_dir
+from .config import ANSWERERS, DEFAULT_CORPUS, IndexSettings, SearchSettings, default_index_dir
 from .embedder import Embedder, load_embedder
 from .errors import IndexStoreError, QuestionError
 from .extractive import ExtractiveAnswerer
@@ -54,6 +56,17 @@ def retrieval_query(question: str, history: Sequence) -> str:
     return question
 
 
+def make_answerer(search: SearchSettings) -> Answerer:
+    """The answerer ``search.answerer`` names, with its rules."""
+    if search.answerer == "extractive":
+        return ExtractiveAnswerer()
+    if search.answerer == "reader":
+        from .reader.answerer import ReaderAnswerer, ReaderRules
+        return ReaderAnswerer(rules=ReaderRules(answer_type=search.reader_type_rule,
+                                                names=search.reader_names_rule))
+    raise ValueError(f"unknown answerer {search.answerer!r}; choose one of {', '.join(ANSWERERS)}")
+
+
 class Assistant:
     """Answers questions about one corpus folder."""
 
@@ -69,7 +82,7 @@ class Assistant:
         self.index_dir = Path(index_dir) if index_dir else default_index_dir(self.corpus)
         self.index_settings = index_settings
         self.search = search
-        self.answerer: Answerer = answerer or ExtractiveAnswerer()
+        self.answerer: Answerer = answerer or make_answerer(search)
         self.reranker = reranker
         self._embedder: Embedder | None = embedder
         self._lock = threading.Lock()
@@ -112,19 +125,16 @@ class Assistant:
             question = question[:limit]
         return question
 
-    def ask(self, question: str, history: Sequence = (), retriever: str | None = None,
-            exclude_sources: Collection[str] = ()) -> Answer:
-        """Answer ``question``, using ``history`` (earlier turns) only to understand follow-ups.
-
-        ``exclude_sources`` (file paths relative to the corpus) are left out of the search: the
-        evaluation hides the files that answer a question to check the assistant then abstains.
-        """
-        started = time.perf_counter()
-        question = self.clean_question(question)
+    def retrieve(self, question: str, history: Sequence = (), retriever: str | None = None,
+                 exclude_sources: Collection[str] = (),
+                 query_vector: np.ndarray | None = None) -> tuple[AnswerContext, list[Passage]]:
+        """The passages for a cleaned ``question`` (reranked when a reranker is set) and what an
+        answerer needs besides them. ``query_vector`` skips embedding (training embeds many
+        questions in one batch)."""
         settings = replace(self.search, retriever=retriever) if retriever else self.search
         query = retrieval_query(question, history)
-        # The sentence scorer always needs the query vector, whatever the retriever.
-        query_vector = self.embedder.encode_queries([query])[0]
+        if query_vector is None:  # the answerers always need it, whatever the retriever
+            query_vector = self.embedder.encode_queries([query])[0]
         ranking = rank(self.index, query, query_vector, settings.retriever, settings)
         if exclude_sources:
             hidden = {exclude_sources} if isinstance(exclude_sources, str) else set(exclude_sources)
@@ -134,8 +144,19 @@ class Assistant:
                     for chunk_id, score in zip(ranking.ids[:shown], ranking.scores)]
         if self.reranker is not None:
             passages = rerank(self.reranker, query, passages, settings.rerank_depth)
-        passages = passages[:settings.top_k]
         context = AnswerContext(self.index, query, query_vector, settings, is_english(question))
+        return context, passages[:settings.top_k]
+
+    def ask(self, question: str, history: Sequence = (), retriever: str | None = None,
+            exclude_sources: Collection[str] = ()) -> Answer:
+        """Answer ``question``, using ``history`` (earlier turns) only to understand follow-ups.
+
+        ``exclude_sources`` (file paths relative to the corpus) are left out of the search: the
+        evaluation hides the files that answer a question to check the assistant then abstains.
+        """
+        started = time.perf_counter()
+        question = self.clean_question(question)
+        context, passages = self.retrieve(question, history, retriever, exclude_sources)
         draft = self.answerer.answer(question, passages, context)
         elapsed_ms = (time.perf_counter() - started) * 1000
         return Answer(question, draft.text, draft.abstained, draft.citations, passages,

@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
-from .config import (DEFAULT_CORPUS, RETRIEVERS, IndexSettings, default_index_dir,
-                     set_offline_environment)
+from .config import (ANSWERERS, DEFAULT_CORPUS, RETRIEVERS, IndexSettings, SearchSettings,
+                     default_index_dir, set_offline_environment)
 from .errors import RagError, UserError
 
 EXIT_USAGE = 2
@@ -26,6 +27,25 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=IndexSettings.model,
                         help="embedding model: the bundled multilingual-e5-small, a local folder "
                              "or a sentence-transformers name in the local cache")
+
+
+def _answering(parser: argparse.ArgumentParser) -> None:
+    defaults = SearchSettings()
+    parser.add_argument("--answerer", choices=ANSWERERS, default=defaults.answerer,
+                        help="who reads the passages: the trained reader (default) or the "
+                             "similarity rules of the extractive answerer")
+    parser.add_argument("--type-rule", action=argparse.BooleanOptionalAction,
+                        default=defaults.reader_type_rule,
+                        help="reader: only sentences holding the asked kind (number, date...) answer")
+    parser.add_argument("--names-rule", action=argparse.BooleanOptionalAction,
+                        default=defaults.reader_names_rule,
+                        help="reader: a French question's names must appear around the answer")
+
+
+def search_settings(args: argparse.Namespace) -> SearchSettings:
+    """The search settings the command line asked for (defaults elsewhere)."""
+    return SearchSettings(answerer=args.answerer, reader_type_rule=args.type_rule,
+                          reader_names_rule=args.names_rule)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,12 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("question")
     p.add_argument("--retriever", choices=RETRIEVERS, default="hybrid")
+    _answering(p)
     p.add_argument("--json", action="store_true", help="print the answer as one JSON object")
 
     p = sub.add_parser("chat", help="serve the chat UI")
     _common(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: local only)")
     p.add_argument("--port", type=int, default=7860)
+    _answering(p)
 
     p = sub.add_parser("eval", help="run the evaluation question set")
     _common(p)
@@ -56,14 +78,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retriever", choices=(*RETRIEVERS, "all"), default="hybrid")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write results here")
     p.add_argument("--limit", type=int, default=None, help="ask only the first N questions")
+    p.add_argument("--split", choices=("all", "train", "validation"), default="all",
+                   help="only the questions of the reader's train or validation articles "
+                        "(for the benchmarks the reader was trained on; see rag/reader/dataset.py)")
+    _answering(p)
     p.add_argument("--gates", action="store_true",
                    help="exit with status 1 when a metric falls below its floor (eval/gates.json)")
+
+    p = sub.add_parser("train-reader", help="train the reader on PIAF and SQuAD 2.0 (optional: "
+                                            "trained weights ship with the program)")
+    p.add_argument("--bench", type=Path, default=None,
+                   help="folder holding piaf/ and squad2/ (default: ../shared/bench)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="weights file to write (default: rag/reader/weights/reader.safetensors)")
+    p.add_argument("--work", type=Path, default=None,
+                   help="folder for the benchmark indexes and candidates (default: the cache)")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--limit", type=int, default=None, help="only the first N questions of each set")
     return parser
 
 
 def _assistant(args: argparse.Namespace, progress: bool):
     from .assistant import Assistant
-    return Assistant(args.corpus, args.index, IndexSettings(model=args.model), progress=progress)
+    return Assistant(args.corpus, args.index, IndexSettings(model=args.model),
+                     search_settings(args), progress=progress)
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -119,10 +157,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json is not None and args.json.is_dir():
         raise UserError(f"--json {args.json} is a folder; give a file name")
     result = runner.run_eval(args.corpus, questions, retrievers, index_dir=args.index,
-                             model=args.model, limit=args.limit, progress=True)
-    result["run"]["command"] = runner.command_line(
-        corpus=args.corpus, questions=args.questions, index=args.index, model=args.model,
-        retriever=args.retriever, limit=args.limit, json_out=args.json)
+                             model=args.model, limit=args.limit, progress=True,
+                             search=search_settings(args), split=args.split)
+    result["run"]["command"] = shlex.join(["rag", *args.argv])
     print(runner.summary(result))
     if args.json is not None:
         runner.write_results(args.json, result)
@@ -135,12 +172,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"index": cmd_index, "ask": cmd_ask, "chat": cmd_chat, "eval": cmd_eval}
+def cmd_train_reader(args: argparse.Namespace) -> int:
+    from .reader.dataset import BENCH_DIR
+    from .reader.model import DEFAULT_WEIGHTS
+    from .reader.train import print_card, train_reader
+    bench = args.bench or BENCH_DIR
+    missing = [b for b in ("piaf", "squad2") if not (Path(bench) / b / "questions.jsonl").is_file()]
+    if missing:
+        raise UserError(f"no {' or '.join(missing)} benchmark under {bench}; "
+                        "give the folder holding piaf/ and squad2/ with --bench")
+    card = train_reader(Path(bench), args.out or DEFAULT_WEIGHTS, args.work, args.seed, args.limit)
+    print_card(card)
+    print(f"weights written to {args.out or DEFAULT_WEIGHTS}")
+    return 0
+
+
+COMMANDS = {"index": cmd_index, "ask": cmd_ask, "chat": cmd_chat, "eval": cmd_eval,
+            "train-reader": cmd_train_reader}
 
 
 def main(argv: list[str] | None = None) -> int:
     set_offline_environment()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded by `rag eval` so a run says how to reproduce it
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s: %(message)s")
     try:

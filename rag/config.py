@@ -89,6 +89,14 @@ class SearchSettings:
     """How a question is answered; does not change the index."""
 
     retriever: str = "hybrid"  # "dense", "bm25" or "hybrid"
+    #: Who reads the passages: "reader" (the trained judge shipped in rag/reader/weights, see
+    #: README "The reader") or "extractive" (similarity plus answer-type rules, no training).
+    answerer: str = "reader"
+    #: Hand rules on top of the reader, kept only where the ablation in eval/RESULTS.md shows
+    #: they earn their place: only sentences of the asked kind may answer; a French question's
+    #: names must appear around the answer.
+    reader_type_rule: bool = False
+    reader_names_rule: bool = False
     #: Passages returned with each answer (the evaluation's recall@5 and mrr@10 read them).
     top_k: int = 10
     #: Hybrid retrieval: reciprocal rank fusion constant, depth taken from each ranking, and the
@@ -126,3 +134,4 @@ class SearchSettings:
 
 
 RETRIEVERS = ("dense", "bm25", "hybrid")
+ANSWERERS = ("reader", "extractive")

@@ -6,6 +6,7 @@ words is more reliable here than a statistical detector, and costs nothing.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 _WORDS = re.compile(r"[^\W\d_]+", re.UNICODE)
 
@@ -50,3 +51,24 @@ def is_follow_up(question: str) -> bool:
         return False
     names = [w for w in _WORDS.findall(question)[1:] if w[:1].isupper()]
     return any(t in BACK_REFERENCES for t in tokens) or not names
+
+
+_APOSTROPHES = {
+    "\u2019": "'",  # right single quotation mark (the French typographic apostrophe)
+    "\u2018": "'",  # left single quotation mark
+    "\u02bc": "'",  # modifier letter apostrophe
+    "\u2032": "'",  # prime
+    "\u00b4": "'",  # acute accent used as an apostrophe
+    "`": "'",
+}
+_APOSTROPHE_TABLE = str.maketrans(_APOSTROPHES)
+
+
+def normalize_answer(text: str) -> str:
+    """Text as compared with gold answers (by the evaluation and the reader's training labels).
+
+    NFKC (which also turns no-break and narrow no-break spaces into plain spaces), case-fold,
+    typographic apostrophes to ``'``, and every run of white space to one space, trimmed.
+    """
+    text = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHE_TABLE)
+    return " ".join(text.split())
