@@ -10,7 +10,7 @@ import json
 import logging
 import re
 import unicodedata
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import bm25s
@@ -81,6 +81,23 @@ class LexicalIndex:
 
     def tokenize(self, text: str) -> list[str]:
         return tokenize(text, self.stop)
+
+    @cached_property
+    def _idf(self) -> np.ndarray:
+        """BM25's inverse document frequency of every vocabulary token."""
+        indptr = np.asarray(self.model.scores["indptr"])
+        df = np.diff(indptr).astype(np.float64)
+        n = max(1, len(self.ids))
+        return np.log(1.0 + (n - df + 0.5) / (df + 0.5)).astype(np.float32)
+
+    def idf(self, tokens: list[str]) -> list[float]:
+        """How rare each (already tokenized) token is in the corpus; unknown tokens count as the
+        rarest possible (they are in no chunk)."""
+        vocab, idf = self.model.vocab_dict, self._idf
+        n = max(1, len(self.ids))
+        unknown = float(np.log(1.0 + (n + 0.5) / 0.5))
+        return [float(idf[vocab[t]]) if t in vocab and vocab[t] < len(idf) else unknown
+                for t in tokens]
 
     def known_tokens(self, question: str) -> tuple[list[str], int]:
         """The question's tokens that occur in the corpus, and how many tokens it has in all."""

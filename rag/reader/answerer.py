@@ -55,7 +55,8 @@ class ReaderAnswerer:
     def judge(self, question: str, passages: list[Passage], context: AnswerContext):
         """Candidate sentences and their probabilities of answering, best first."""
         found = candidates(context.index, question, context.query_vector, passages,
-                           context.english, context.settings.candidate_passages)
+                           context.english, context.settings.candidate_passages,
+                           products=self.model.uses_products)
         if not found.sentences:
             return [], np.zeros(0, np.float32), found
         probabilities = self.model.probabilities(found.features)

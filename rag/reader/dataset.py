@@ -88,7 +88,7 @@ def build_examples(benchmark: str, bench: Path, index_dir: Path, limit: int | No
         hidden = question["sources"] if withheld else ()
         context, passages = assistant.retrieve(text, exclude_sources=hidden, query_vector=vector)
         found = candidates(context.index, context.query, vector, passages, context.english,
-                           context.settings.candidate_passages)
+                           context.settings.candidate_passages, products=True)
         gold = [normalize_answer(a) for a in question["answers"]] if not withheld else []
         index = context.index
         for sentence, row in zip(found.sentences, found.features):

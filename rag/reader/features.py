@@ -11,12 +11,15 @@ Per candidate, in this order (``FEATURE_NAMES``):
 * retrieval: the rank of its passage, the passage's fused score relative to the best, its BM25
   score relative to the best candidate passage;
 * words: the share of the question's content words found in the sentence, in its passage and
-  around it; how many content words the question has;
+  around it, also weighted by rarity (BM25's idf), for the sentences before and after it too;
+  shared word pairs; how many words the sentence adds to the question's;
 * answer type: which kind of thing is asked (``rag/answer_types.py``), whether the sentence holds
   it, whether it holds any figure, a quotation; the question's names missing around it;
 * shape: the sentence's length, its place in its passage, whether the question is English;
-* then the element-wise product of the question and sentence vectors (``dim`` values): it lets
-  the classifier learn which directions of agreement matter, which a single cosine cannot.
+* optionally (``products``), the element-wise product of the question and sentence vectors
+  (``dim`` values), which lets a classifier learn which directions of agreement matter. Measured
+  in eval/RESULTS.md: with 9,000 training questions it overfits, so the shipped reader does
+  without.
 """
 from __future__ import annotations
 
@@ -39,6 +42,8 @@ SCALAR_NAMES = (
     "cos_sentence", "cos_sentence_gap", "cos_sentence_rank", "cos_chunk", "cos_chunk_gap",
     "cos_previous", "cos_next", "passage_rank", "passage_score_ratio", "bm25_ratio",
     "overlap_sentence", "overlap_chunk", "overlap_context", "question_terms",
+    "idf_overlap_sentence", "idf_overlap_gap", "idf_overlap_context", "idf_overlap_previous",
+    "idf_overlap_next", "bigram_overlap", "new_terms", "best_in_chunk",
     *(f"asks_{k or 'other'}" for k in KINDS), "typed", "has_digit", "has_quote",
     "names_missing", "question_names", "log_chars", "position_in_chunk", "first_in_chunk",
     "english",
@@ -57,13 +62,18 @@ def _overlap(terms: set[str], text: str) -> float:
     return len(terms & set(tokenize(text))) / len(terms) if terms else 0.0
 
 
+def _bigrams(tokens: list[str]) -> set[tuple[str, str]]:
+    return set(zip(tokens, tokens[1:]))
+
+
 def candidates(index: Index, question: str, query_vector: np.ndarray, passages: list[Passage],
-               english: bool, depth: int) -> Candidates:
-    """The sentences of the first ``depth`` passages with their features."""
+               english: bool, depth: int, products: bool = False) -> Candidates:
+    """The sentences of the first ``depth`` passages with their features (and the question x
+    sentence vector products when ``products``)."""
     top = passages[:depth]
     chunk_ids = list(dict.fromkeys(p.chunk_id for p in top))
     sentences = index.sentences_of(chunk_ids)
-    dim = index.sentence_vectors.dim
+    dim = index.sentence_vectors.dim if products else 0
     if not sentences:
         return Candidates([], np.zeros((0, len(SCALAR_NAMES) + dim), np.float32))
     qv = np.asarray(query_vector, dtype=np.float32)
@@ -77,7 +87,16 @@ def candidates(index: Index, question: str, query_vector: np.ndarray, passages: 
     bm25_of = {cid: float(bm25[index.position(cid)]) if len(bm25) else 0.0 for cid in chunk_ids}
     best_bm25 = max(bm25_of.values()) or 1.0
 
-    terms = set(tokenize(question))
+    question_tokens = tokenize(question)
+    terms = set(question_tokens)
+    term_idf = dict(zip(terms, index.lexical.idf(list(terms))))
+    total_idf = sum(term_idf.values()) or 1.0
+    question_bigrams = _bigrams(question_tokens)
+    texts = [index.sentence_text(s) for s in sentences]
+    tokens_of = [tokenize(t) for t in texts]
+    idf_overlap = np.array([sum(term_idf[t] for t in terms & set(toks)) / total_idf
+                            for toks in tokens_of], dtype=np.float32)
+    best_idf = float(idf_overlap.max())
     kind = expected_type(question)
     question_names = [n for n in names_in(question) if len(n[-1]) > 2]
     order = np.argsort(-cos_s, kind="stable")
@@ -89,6 +108,7 @@ def candidates(index: Index, question: str, query_vector: np.ndarray, passages: 
         by_chunk.setdefault(s.chunk_id, []).append(i)
 
     context_cache: dict[str, tuple[str, str]] = {}
+    around_cache: dict[str, set[str]] = {}
     rows = []
     for i, sentence in enumerate(sentences):
         cid = sentence.chunk_id
@@ -98,9 +118,14 @@ def candidates(index: Index, question: str, query_vector: np.ndarray, passages: 
         chunk_text, around = context_cache[cid]
         siblings = by_chunk[cid]
         at = siblings.index(i)
-        previous = float(cos_s[siblings[at - 1]]) if at > 0 else 0.0
-        following = float(cos_s[siblings[at + 1]]) if at + 1 < len(siblings) else 0.0
-        text = index.sentence_text(sentence)
+        before = siblings[at - 1] if at > 0 else None
+        after = siblings[at + 1] if at + 1 < len(siblings) else None
+        previous = float(cos_s[before]) if before is not None else 0.0
+        following = float(cos_s[after]) if after is not None else 0.0
+        text, tokens = texts[i], tokens_of[i]
+        around_tokens = set(tokenize(around)) if cid not in around_cache else around_cache[cid]
+        around_cache[cid] = around_tokens
+        sentence_bigrams = _bigrams(tokens)
         folded = fold(around)
         missing = sum(fold(n[-1]) not in folded for n in question_names)
         rows.append([
@@ -109,6 +134,14 @@ def candidates(index: Index, question: str, query_vector: np.ndarray, passages: 
             passage_rank[cid] / max(1, depth), passage_score[cid], bm25_of[cid] / best_bm25,
             _overlap(terms, text), _overlap(terms, chunk_text), _overlap(terms, around),
             min(len(terms), 10) / 10,
+            float(idf_overlap[i]), float(idf_overlap[i]) - best_idf,
+            sum(term_idf[t] for t in terms & around_tokens) / total_idf,
+            float(idf_overlap[before]) if before is not None else 0.0,
+            float(idf_overlap[after]) if after is not None else 0.0,
+            (len(question_bigrams & sentence_bigrams) / len(question_bigrams)
+             if question_bigrams else 0.0),
+            math.log1p(len(set(tokens) - terms)) / 4,
+            float(all(cos_s[j] <= cos_s[i] for j in siblings)),
             *(float(kind == k) for k in KINDS), float(has_expected_type(kind, text, question)),
             float(bool(_DIGIT.search(text))), float(bool(_QUOTE.search(text))),
             min(missing, 3) / 3, min(len(question_names), 3) / 3,
@@ -116,5 +149,7 @@ def candidates(index: Index, question: str, query_vector: np.ndarray, passages: 
             float(english),
         ])
     scalars = np.asarray(rows, dtype=np.float32)
-    products = sentence_vectors * qv[None, :] * math.sqrt(dim)  # unit-scale entries
-    return Candidates(sentences, np.hstack([scalars, products]).astype(np.float32))
+    if not products:
+        return Candidates(sentences, scalars)
+    product = sentence_vectors * qv[None, :] * math.sqrt(dim)  # unit-scale entries
+    return Candidates(sentences, np.hstack([scalars, product]).astype(np.float32))

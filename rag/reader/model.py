@@ -38,6 +38,11 @@ class ReaderModel:
     extra_threshold: float
     card: dict
 
+    @property
+    def uses_products(self) -> bool:
+        """Whether it reads the question x sentence vector products besides the scalars."""
+        return bool(self.card.get("products"))
+
     def logits(self, features: np.ndarray) -> np.ndarray:
         x = (np.asarray(features, np.float32) - self.mean) * self.scale
         hidden = np.maximum(x @ self.w1 + self.b1, 0.0)
@@ -75,8 +80,15 @@ def load_reader(weights: Path = DEFAULT_WEIGHTS) -> ReaderModel:
     if tuple(card.get("scalar_features", ())) != SCALAR_NAMES:
         raise ReaderError("reader weights were trained on other features than this program "
                           "computes; run `rag train-reader`")
-    tensors = load_file(str(weights))
-    arrays = {name: tensors[name].astype(np.float32) for name in TENSORS}
+    try:
+        tensors = load_file(str(weights))
+        arrays = {name: tensors[name].astype(np.float32) for name in TENSORS}
+    except Exception as exc:  # a damaged file, whatever the library says about it
+        raise ReaderError(f"reader weights {weights} are unreadable ({exc.__class__.__name__}); "
+                          "restore them from git or run `rag train-reader`") from None
+    if not card.get("products") and arrays["w1"].shape[0] != len(SCALAR_NAMES):
+        raise ReaderError("reader weights do not match this program's features; "
+                          "run `rag train-reader`")
     return ReaderModel(**arrays, threshold=float(card["threshold"]),
                        extra_threshold=float(card["extra_threshold"]), card=card)
 
