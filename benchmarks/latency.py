@@ -1,5 +1,6 @@
-"""Warm question latency: `Assistant.ask` over the evaluation questions, next to the floor it
-cannot go below (embedding the question alone), measured in the same process.
+"""Warm question latency: `Assistant.ask` with the reader and with the extractive answerer, next
+to the floor neither can go below (embedding the question alone), measured in the same process,
+question by question, in turn (so a change of machine load hits all three alike).
 
     python benchmarks/latency.py [--corpus seeds] [--questions eval/questions.jsonl] [--repeat 3]
 """
@@ -16,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rag.assistant import Assistant  # noqa: E402
+from rag.extractive import ExtractiveAnswerer  # noqa: E402
+from rag.reader.answerer import ReaderAnswerer  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -32,21 +35,28 @@ def main() -> None:
     args = parser.parse_args()
     questions = [json.loads(line)["question"] for line in
                  args.questions.read_text(encoding="utf-8").splitlines() if line.strip()]
-    assistant = Assistant(args.corpus, args.index)
+    reader = ReaderAnswerer()
+    extractive = ExtractiveAnswerer()
+    assistant = Assistant(args.corpus, args.index, answerer=reader)
     assistant.ask(questions[0])  # warm up
-    embed_ms, ask_ms = [], []
+    timings: dict[str, list[float]] = {"embed question only": [], "ask, extractive": [],
+                                       "ask, reader": []}
     for _ in range(args.repeat):
         for q in questions:
             started = time.perf_counter()
             assistant.embedder.encode_queries([q])
-            embed_ms.append((time.perf_counter() - started) * 1000)
-            started = time.perf_counter()
-            assistant.ask(q)
-            ask_ms.append((time.perf_counter() - started) * 1000)
-    for name, values in (("embed question only", embed_ms), ("Assistant.ask", ask_ms)):
+            timings["embed question only"].append((time.perf_counter() - started) * 1000)
+            for name, answerer in (("ask, extractive", extractive), ("ask, reader", reader)):
+                assistant.answerer = answerer
+                started = time.perf_counter()
+                assistant.ask(q)
+                timings[name].append((time.perf_counter() - started) * 1000)
+    for name, values in timings.items():
         print(f"{name:20s} p50 {statistics.median(values):6.1f} ms   p95 {percentile(values, 0.95):6.1f} ms"
               f"   ({len(values)} calls)")
-    print(f"ask / embed (p50)    {statistics.median(ask_ms) / statistics.median(embed_ms):6.2f}")
+    p50 = {name: statistics.median(values) for name, values in timings.items()}
+    print(f"reader / extractive (p50)   {p50['ask, reader'] / p50['ask, extractive']:6.2f}")
+    print(f"reader / embed only (p50)   {p50['ask, reader'] / p50['embed question only']:6.2f}")
 
 
 if __name__ == "__main__":

@@ -30,8 +30,13 @@ METRIC_NOTES = {
     "answer_contains": "answered (not abstained) answerable questions whose answer contains a "
                        "gold string (normalised)",
     "answer_accuracy": "the same correct answers over *all* answerable questions",
+    "top_citation_contains": "answered answerable questions whose best-scored cited sentence, "
+                             "alone, contains a gold string (what a user reads first)",
+    "answer_chars_p50": "median length of the answers given, in characters",
     "abstain_unanswerable": "unanswerable questions that abstained (higher is better)",
     "abstain_answerable": "answerable questions that wrongly abstained (lower is better)",
+    "abstain_withheld": "answerable questions asked again with their gold files hidden from the "
+                        "search that abstained (higher is better)",
     "citation_valid": "citations whose text is verbatim in the cited file within the cited lines",
     "latency_ms_p50": "median `Assistant.ask` time, ms",
     "latency_ms_p95": "95th percentile of `Assistant.ask` time, ms",
@@ -160,11 +165,14 @@ def mistakes(records: list[dict], limit: int = 40) -> list[str]:
 
 
 def threshold_grid(records: list[dict], run_threshold: float) -> list[float]:
-    supports = [s for r in records if (s := support_of(r)) is not None and s > 0.3]
-    low = min(supports + [run_threshold]) - 0.02
+    """Thresholds spanning the run's support scores (the reader's probabilities lie in [0, 1])."""
+    supports = sorted(s for r in records if (s := support_of(r)) is not None and s >= 0)
+    if supports:  # the bulk of the scores, not a stray outlier
+        supports = supports[len(supports) // 50:len(supports) - len(supports) // 50]
+    low = max(0.0, min(supports + [run_threshold]) - 0.02)
     high = max(supports + [run_threshold]) + 0.02
     low, high = round(low * 200) / 200, round(high * 200) / 200
-    steps = int(round((high - low) / 0.0025))
+    steps = max(1, int(round((high - low) / 0.0025)))
     return [round(low + i * 0.0025, 6) for i in range(steps + 1)]
 
 
@@ -202,8 +210,8 @@ def plot_abstention(seeds: dict, out: Path, piaf: dict | None = None) -> dict:
                     xy=(run_threshold, 0.5), xytext=(8, 0), textcoords="offset points",
                     fontsize=8, va="center",
                     bbox={"facecolor": "white", "edgecolor": "0.7", "alpha": 0.9})
-    ax.set_xlabel("abstention threshold (support score of the best sentence; English questions "
-                  "use it minus their offset)", fontsize=8)
+    ax.set_xlabel("abstention threshold (support of the best sentence: the reader's probability, "
+                  "or the extractive score)", fontsize=8)
     ax.set_ylabel("share of questions answered")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
@@ -233,15 +241,102 @@ def tradeoff_table(curves: dict, run_threshold: float | None, step: float = 0.01
     return lines
 
 
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def reader_section(card: dict, contrastive: dict | None) -> list[str]:
+    """The comparison of judges from the reader's card (validation articles only)."""
+    validation = card["validation"]
+    md = ["## The reader: which judge picks the sentence", "",
+          "From `rag/reader/weights/reader.json`, written by `rag train-reader` (seed "
+          f"{card['seed']}, {card['data']['train_questions']:,} train and "
+          f"{card['data']['validation_questions']:,} validation questions, withheld variants "
+          "included; split by article). Every judge scores the same candidates: the sentences of "
+          "the 5 passages the hybrid retriever returns first. Figures on the validation articles "
+          "only.", "",
+          "- **top-1**: answerable questions whose highest-scored candidate contains a gold "
+          "answer (over all answerable questions; *recall* is the share with any such candidate, "
+          "the ceiling).",
+          "- **abstention at 10% false refusal**: the threshold that refuses 10% of answerable "
+          "validation questions, and the share of SQuAD 2.0 unanswerable questions and of "
+          "withheld questions (asked with their article hidden) it refuses.", "",
+          "| judge | PIAF top-1 | SQuAD top-1 | SQuAD unanswerable refused @10% | PIAF withheld "
+          "refused @10% | SQuAD withheld refused @10% | train min |",
+          "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, block in validation.items():
+        piaf, squad = block["piaf"], block["squad2"]
+        md.append(f"| {name} | {_cell(piaf['top1'])} | {_cell(squad['top1'])} | "
+                  f"{_cell(squad['abstain_unanswerable_at_10pct'])} | "
+                  f"{_cell(piaf['abstain_withheld_at_10pct'])} | "
+                  f"{_cell(squad['abstain_withheld_at_10pct'])} | "
+                  f"{_cell(block.get('train_minutes') or None)} |")
+    if contrastive:
+        training = contrastive["training"]
+        block = contrastive["validation"]["tuned"]
+        piaf, squad = block["piaf"], block["squad2"]
+        md.append(f"| e5 fine-tuned contrastively (top {training['train_layers']} layers, "
+                  f"{training['pairs_seen']:,} pairs, in-batch + hard negatives), cosine | "
+                  f"{_cell(piaf['top1'])} | {_cell(squad['top1'])} | "
+                  f"{_cell(squad.get('abstain_unanswerable_at_10pct'))} | "
+                  f"{_cell(piaf.get('abstain_withheld_at_10pct'))} | "
+                  f"{_cell(squad.get('abstain_withheld_at_10pct'))} | "
+                  f"{_cell(training['train_minutes'])} |")
+    piaf, squad = validation[next(iter(validation))]["piaf"], validation[next(iter(validation))]["squad2"]
+    md += ["", f"Candidate recall (the ceiling of top-1): PIAF {piaf['candidate_recall']:.3f}, "
+           f"SQuAD 2.0 {squad['candidate_recall']:.3f}.", "",
+           f"Shipped reader: {card['parameters']:,} parameters, {card['bytes']:,} bytes (fp16 "
+           f"safetensors), threshold {card['threshold']} ({card['threshold_rule']}), a further "
+           f"sentence at probability {card['extra_threshold']} or more. Training took "
+           f"{card['minutes']['total']} min in all ({card['minutes']['data']} min of it indexing "
+           "both corpora and building candidates) on 2 cores.", ""]
+    if contrastive:
+        md += [f"The fine-tuned e5 row comes from `benchmarks/reader_contrastive.py` "
+               f"(`benchmarks/reader_contrastive.json`): it ranks better than the original e5 but "
+               f"its cosine becomes a worse abstention signal, it would add "
+               f"{contrastive['changed_mb_fp16']} MB of changed layers, a second set of sentence "
+               f"vectors and a second question embedding "
+               f"({contrastive['inference_ms']['tuned']} ms), and the feature classifier beats it "
+               "on both counts; a cross-encoder was not tried, since it was to be tried only if "
+               "it could beat both.", ""]
+    return md
+
+
+def ablation_section(ablation: dict) -> list[str]:
+    """One table per set: each answerer and rule with the metrics that decide them."""
+    keys = ablation["keys"]
+    md = ["## Ablation: answerers and hand rules (hybrid retriever)", "",
+          f"`{ablation['command']}` ({ablation['minutes']} min). PIAF and SQuAD 2.0: validation "
+          "articles only. A rule stays on only where it earns its place across the three sets.", ""]
+    for label, configs in ablation["sets"].items():
+        n = next(iter(configs.values())).get("n_questions")
+        md += [f"### {label} ({n} questions)", "",
+               "| answerer | " + " | ".join(f"`{k}`" for k in keys) + " |",
+               "|---|" + "---:|" * len(keys)]
+        for name, block in configs.items():
+            md.append(f"| {name} | " + " | ".join(format_value(k, block.get(k)) for k in keys) + " |")
+        md.append("")
+    return md
+
+
 # --------------------------------------------------------------------------- the file
 
 
 def write_results(seeds: dict, piaf: dict | None, out: Path, plot: Path,
-                  seeds_path: Path, piaf_path: Path | None) -> None:
+                  seeds_path: Path, piaf_path: Path | None, squad: dict | None = None,
+                  squad_path: Path | None = None, card: dict | None = None,
+                  contrastive: dict | None = None, ablation: dict | None = None,
+                  ablation_path: Path | None = None) -> None:
     curves = plot_abstention(seeds, plot, piaf)
     run_threshold = seeds["run"].get("abstain_threshold")
-    runs = [("seeds", seeds)] + ([("PIAF", piaf)] if piaf else [])
-    report_cmd = f"python -m eval.report --seeds {seeds_path}" + (f" --piaf {piaf_path}" if piaf_path else "")
+    runs = ([("seeds", seeds)] + ([("PIAF", piaf)] if piaf else [])
+            + ([("SQuAD 2.0", squad)] if squad else []))
+    report_cmd = (f"python -m eval.report --seeds {seeds_path}"
+                  + (f" --piaf {piaf_path}" if piaf_path else "")
+                  + (f" --squad {squad_path}" if squad_path else "")
+                  + (f" --ablation {ablation_path}" if ablation_path else ""))
     md = ["# Evaluation results", "",
           f"Generated by `{report_cmd}` from the JSON of the runs below; regenerate it rather than "
           "editing it. Every question goes through `Assistant.ask`, the chat's code path, with each "
@@ -258,6 +353,8 @@ def write_results(seeds: dict, piaf: dict | None, out: Path, plot: Path,
         md.append("# full PIAF benchmark (drop --limit):")
         md.append("rag eval --corpus ../shared/bench/piaf/corpus --questions "
                   "../shared/bench/piaf/questions.jsonl --retriever all --json /tmp/piaf.json")
+    if ablation:
+        md.append(ablation["command"])
     md += [report_cmd, "```", ""]
 
     md += ["## Seeds question set (`eval/questions.jsonl`)", "",
@@ -284,6 +381,16 @@ def write_results(seeds: dict, piaf: dict | None, out: Path, plot: Path,
                "by nature: the five articles report the same events, so hiding the file listed "
                "as the source often leaves another that answers.", ""]
 
+    if squad:
+        md += ["## SQuAD 2.0 benchmark (`../shared/bench/squad2/`)", "",
+               describe_set(squad, "SQuAD 2.0 (English questions over English Wikipedia, about "
+                            "half of them unanswerable near misses written against a real "
+                            "paragraph)") + ".", ""]
+        md += metrics_table(squad["blocks"]) + [""]
+    if card:
+        md += reader_section(card, contrastive)
+    if ablation:
+        md += ablation_section(ablation)
     md += ["## Abstention trade-off (seeds, hybrid)", "",
            "![abstention trade-off](abstention.png)", "",
            "x: the abstention threshold (the assistant answers when the support score of its best "
@@ -310,10 +417,9 @@ def write_results(seeds: dict, piaf: dict | None, out: Path, plot: Path,
            "`ask` returns). The seeds corpus has only 5 files, so `recall@5` there is ~1 by "
            "construction; `recall@1` and `mrr@10` are the informative ones. PIAF (480 files) is "
            "the real retrieval test.",
-           "- Latency: when a question is asked with several retrievers its query vector is "
-           "computed once and reused; the time it took is added back to the latency of the reusing "
-           "answers, so every column shows what the chat would take. Latencies depend on the load "
-           "of the machine during the run.",
+           "- Latency: each `Assistant.ask` call is timed whole (question embedding included), "
+           "as the chat would take it; latencies depend on the load of the machine during the "
+           "run.",
            "- A question that raised is recorded with `error` and counted in `n_failed` (a miss "
            "for retrieval and accuracy).", ""]
     out.write_text("\n".join(md), encoding="utf-8")
@@ -323,12 +429,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=Path, required=True, help="`rag eval --json` of the seeds set")
     parser.add_argument("--piaf", type=Path, default=None, help="`rag eval --json` of PIAF")
+    parser.add_argument("--squad", type=Path, default=None, help="`rag eval --json` of SQuAD 2.0")
+    parser.add_argument("--ablation", type=Path, default=None,
+                        help="`python -m eval.ablation --json` output")
+    parser.add_argument("--contrastive", type=Path, default=None,
+                        help="benchmarks/reader_contrastive.py output, shown beside the reader")
+    parser.add_argument("--card", type=Path, default=None,
+                        help="reader card (default: rag/reader/weights/reader.json)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT)
     args = parser.parse_args(argv)
     seeds = load_run(args.seeds)
     piaf = load_run(args.piaf) if args.piaf else None
-    write_results(seeds, piaf, args.out, args.plot, args.seeds, args.piaf)
+    squad = load_run(args.squad) if args.squad else None
+    from rag.reader.model import DEFAULT_WEIGHTS, card_path
+    card_file = args.card or card_path(DEFAULT_WEIGHTS)
+    card = json.loads(card_file.read_text(encoding="utf-8")) if card_file.is_file() else None
+    contrastive = (json.loads(args.contrastive.read_text(encoding="utf-8"))
+                   if args.contrastive else None)
+    ablation = json.loads(args.ablation.read_text(encoding="utf-8")) if args.ablation else None
+    write_results(seeds, piaf, args.out, args.plot, args.seeds, args.piaf, squad, args.squad,
+                  card, contrastive, ablation, args.ablation)
     print(f"wrote {args.out} and {args.plot}")
     return 0
 

@@ -250,7 +250,7 @@ def run_eval(corpus: Path, questions_path: Path, retrievers: Sequence[str],
         "index_settings": settings.to_json(),
         "search_settings": asdict(search),
         "answerer": type(assistant.answerer).__name__,
-        "abstain_threshold": search.abstain_threshold,
+        "abstain_threshold": getattr(assistant.answerer, "threshold", search.abstain_threshold),
         "index_build": report.to_json() if report is not None else None,
         # Other work on the machine slows every number down (latencies most): 1-minute load
         # averages when the run started and ended, to compare with the number of cores.

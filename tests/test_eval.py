@@ -1,4 +1,9 @@
-"""The evaluation runner: metric arithmetic, `rag eval` end to end, and the CI quality gate."""
+"""The evaluation runner: metric arithmetic, a run end to end, and the CI quality gate.
+
+The metrics are pure functions of hand-made records. A whole run (every retriever, hidden-file
+re-asks, the JSON file, the RESULTS.md report) runs fast over the tiny corpus with the fake
+embedder; `rag eval` on the seeds with the real model and the quality gate are ``slow``.
+"""
 from __future__ import annotations
 
 import json
@@ -6,11 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_rag
+from conftest import write_tiny_corpus
 from eval.metrics import (METRIC_KEYS, SourceLines, abstention_curves, answer_accuracy,
                           answer_contains, answer_matches, check_gates, citation_validity,
                           compute_metrics, mrr_at, normalize_answer, percentile, recall_at)
-from eval.runner import DEFAULT_GATES, DEFAULT_QUESTIONS, load_gates, load_questions, run_eval
+from eval.runner import (ALL_RETRIEVERS, DEFAULT_GATES, DEFAULT_QUESTIONS, load_gates,
+                         load_questions, run_eval, write_results)
+from fake_embedder import FAKE_SEARCH, FAKE_SETTINGS, FakeEmbedder
+from rag.assistant import Assistant
 from rag.cli import UserError
 
 
@@ -230,12 +238,121 @@ def test_load_questions_errors_name_the_line(tmp_path):
     assert load_questions(path)[0]["history"] == []
 
 
-# --------------------------------------------------------------------------- end to end
+# --------------------------------------------------------------------------- a run, fast
+
+#: Over conftest.TINY_FILES: three facts, one question they do not answer, one blank question.
+TINY_SET = [
+    {"id": "t1", "question": "Où se tiendra le prochain sommet de l'alliance atlantique ?",
+     "answers": ["La Haye"], "sources": ["sommet.txt"], "answerable": True, "kind": "fact"},
+    {"id": "t2", "question": "Combien de kilomètres parcourront les coureurs du Tour de France ?",
+     "answers": ["3 400"], "sources": ["tour.txt"], "answerable": True, "kind": "fact"},
+    {"id": "t3", "question": "Et qui aurait inventé la recette du camembert ?",
+     "answers": ["Marie Harel"], "sources": ["fromages/camembert.md"], "answerable": True,
+     "kind": "followup", "history": ["Que sait-on du camembert de Normandie ?"]},
+    {"id": "t4", "question": "Quelle est la capitale de l'Australie ?", "answers": [],
+     "sources": [], "answerable": False, "kind": "unanswerable_offtopic", "note": "ignored"},
+    {"id": "t5", "question": "   ", "answers": [], "sources": [], "answerable": False,
+     "kind": "blank"},  # Assistant.ask refuses it: recorded as a failure, the run goes on
+]
+
+
+def write_questions(path: Path, questions: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in questions),
+                    encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory) -> tuple[dict, Path, Path]:
+    """``run_eval`` with every retriever over the tiny corpus, the assistant using the fake
+    embedder; returns the result, the written ``--json`` file and the corpus."""
+    folder = tmp_path_factory.mktemp("eval")
+    corpus = write_tiny_corpus(folder / "corpus")
+
+    def fake_assistant(corpus, index_dir, *args, **kwargs) -> Assistant:
+        return Assistant(corpus, folder / "index", FAKE_SETTINGS, FAKE_SEARCH,
+                         embedder=FakeEmbedder())
+
+    result = run_eval(corpus, write_questions(folder / "tiny.jsonl", TINY_SET),
+                      list(ALL_RETRIEVERS), progress=False, assistant_factory=fake_assistant)
+    write_results(folder / "out.json", result)
+    return result, folder / "out.json", corpus
+
+
+def test_a_run_records_every_question_with_every_retriever(fake_run):
+    _, out, _ = fake_run
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert set(data["metrics"]) == set(ALL_RETRIEVERS)
+    for block in data["metrics"].values():
+        assert tuple(block) == METRIC_KEYS
+        assert (block["n_questions"], block["n_failed"]) == (5, 1)
+        assert (block["n_answerable"], block["n_unanswerable"]) == (3, 2)
+        assert block["citation_valid"] in (None, 1.0)
+    records = data["questions"]
+    assert len(records) == 15
+    assert sorted({r["retriever"] for r in records}) == sorted(ALL_RETRIEVERS)
+    assert {r["id"] for r in records} == {q["id"] for q in TINY_SET}
+    for r in records:
+        for key in ("id", "question", "kind", "answer", "abstained", "citations", "passages",
+                    "retrieved_sources", "latency_ms", "support"):
+            assert key in r, key
+        if r["id"] == "t5":
+            assert r["error"] and "\n" not in r["error"]
+            continue
+        assert "error" not in r
+        sources = [p["source"] for p in r["passages"]]
+        assert r["retrieved_sources"] == list(dict.fromkeys(sources))
+        assert r["latency_ms"] > 0
+    assert data["run"]["retrievers"] == list(ALL_RETRIEVERS)
+
+
+def test_a_run_measures_what_the_assistant_did(fake_run):
+    """The three facts are easy for the fake embedder: hybrid retrieval and answers score
+    perfectly, and hiding the file that answers makes the assistant abstain."""
+    result, _, _ = fake_run
+    hybrid = result["metrics"]["hybrid"]
+    assert hybrid["recall@1"] == hybrid["answer_contains"] == hybrid["citation_valid"] == 1.0
+    assert hybrid["abstain_answerable"] == 0.0
+    assert hybrid["abstain_unanswerable"] == 0.5  # t4 abstained; the blank t5 failed instead
+    by_id = {r["id"]: r for r in result["questions"] if r["retriever"] == "hybrid"}
+    assert "Marie Harel" in by_id["t3"]["answer"]  # the history reached Assistant.ask
+    assert by_id["t2"]["withheld_abstained"] is True
+    assert by_id["t4"]["withheld_abstained"] is None  # unanswerable: nothing to hide
+    assert hybrid["abstain_withheld"] is not None
+
+
+def test_single_retriever_metrics_block_is_flat(fake_run, tmp_path):
+    result, _, corpus = fake_run
+    index = Path(result["run"]["index"])
+
+    def fake_assistant(corpus, index_dir, *args, **kwargs) -> Assistant:
+        return Assistant(corpus, index, FAKE_SETTINGS, FAKE_SEARCH, embedder=FakeEmbedder())
+
+    one = run_eval(corpus, write_questions(tmp_path / "one.jsonl", TINY_SET[1:2]), ["bm25"],
+                   progress=False, assistant_factory=fake_assistant)
+    write_results(tmp_path / "out.json", one)
+    data = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
+    assert tuple(data["metrics"]) == METRIC_KEYS and data["metrics"]["n_questions"] == 1
+    assert [r["retriever"] for r in data["questions"]] == ["bm25"]
+
+
+def test_report_writes_results_and_plot(fake_run, tmp_path):
+    from eval.report import main as report_main
+    _, out, _ = fake_run
+    md, png = tmp_path / "RESULTS.md", tmp_path / "abstention.png"
+    assert report_main(["--seeds", str(out), "--piaf", str(out), "--out", str(md),
+                        "--plot", str(png)]) == 0
+    text = md.read_text(encoding="utf-8")
+    assert "| `recall@5` |" in text and "abstention.png" in text and "rag eval" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- the real model
 
 SMALL_SET = [
     {"id": "s1", "question": "Quel pourcentage du PIB Donald Trump a-t-il exigé des membres de "
-     "l'alliance transatlantique ?", "answers": ["5 %"], "sources": ["000_024703823b32d0c5.txt"], "answerable": True,
-     "kind": "fact"},
+     "l'alliance transatlantique ?", "answers": ["5 %"], "sources": ["000_024703823b32d0c5.txt"],
+     "answerable": True, "kind": "fact"},
     {"id": "s2", "question": "Combien de soldats nord-coréens le Pentagone estime-t-il envoyés "
      "dans la région de Koursk ?", "answers": ["10 000"], "sources": ["004_8d320c1e2e7514cc.txt"],
      "answerable": True, "kind": "fact"},
@@ -247,26 +364,18 @@ SMALL_SET = [
     {"id": "s5", "question": "Qui a gagné la Coupe du monde de football 1998 ?", "answers": [],
      "sources": [], "answerable": False, "kind": "unanswerable_offtopic", "note": "ignored"},
     {"id": "s6", "question": "   ", "answers": [], "sources": [], "answerable": False,
-     "kind": "blank"},  # Assistant.ask refuses it: recorded as a failure, the run goes on
+     "kind": "blank"},
 ]
 
 
-@pytest.fixture(scope="module")
-def e2e_run(seeds_copy, assistant, tmp_path_factory):
-    """`rag eval --retriever all` in a subprocess on a copy of the seeds (index shared with the
-    session's assistant, so nothing is embedded twice)."""
-    folder = tmp_path_factory.mktemp("eval")
-    questions = folder / "small.jsonl"
-    questions.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in SMALL_SET),
-                         encoding="utf-8")
-    out = folder / "out.json"
-    result = run_rag("eval", "--corpus", seeds_copy, "--index", assistant.index_dir,
-                     "--questions", questions, "--retriever", "all", "--json", out)
-    return result, out
-
-
-def test_eval_all_retrievers_end_to_end(e2e_run):
-    result, out = e2e_run
+@pytest.mark.slow
+def test_rag_eval_all_retrievers_on_the_seeds(seeds_copy, assistant, tmp_path, rag_main):
+    """`rag eval --retriever all` with the real model, on the index the session's assistant
+    built (nothing is embedded twice)."""
+    out = tmp_path / "out.json"
+    result = rag_main("eval", "--corpus", seeds_copy, "--index", assistant.index_dir,
+                      "--questions", write_questions(tmp_path / "small.jsonl", SMALL_SET),
+                      "--retriever", "all", "--json", out)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     for word in ("recall@5", "bm25", "dense", "hybrid"):
@@ -274,75 +383,17 @@ def test_eval_all_retrievers_end_to_end(e2e_run):
     data = json.loads(out.read_text(encoding="utf-8"))
     assert set(data["metrics"]) == {"bm25", "dense", "hybrid"}
     for block in data["metrics"].values():
-        assert tuple(block) == METRIC_KEYS
-        assert block["n_questions"] == 6 and block["n_failed"] == 1
-        assert block["n_answerable"] == 3 and block["n_unanswerable"] == 3
+        assert (block["n_questions"], block["n_failed"]) == (6, 1)
         assert block["citation_valid"] in (None, 1.0)
-    records = data["questions"]
-    assert len(records) == 18
-    assert sorted({r["retriever"] for r in records}) == ["bm25", "dense", "hybrid"]
-    assert {r["id"] for r in records} == {q["id"] for q in SMALL_SET}
-    for r in records:
-        for key in ("id", "question", "kind", "answer", "abstained", "citations", "passages",
-                    "retrieved_sources", "latency_ms"):
-            assert key in r, key
-        if r["id"] == "s6":
-            assert r["error"] and "\n" not in r["error"]
-            continue
-        assert "error" not in r
-        sources = [p["source"] for p in r["passages"]]
-        assert r["retrieved_sources"] == list(dict.fromkeys(sources))
-        assert r["latency_ms"] > 0
-    hybrid = {r["id"]: r for r in records if r["retriever"] == "hybrid"}
+    assert len(data["questions"]) == 18
+    hybrid = {r["id"]: r for r in data["questions"] if r["retriever"] == "hybrid"}
     assert "000_024703823b32d0c5.txt" in hybrid["s1"]["retrieved_sources"]
     # asked again with its file hidden, the soldiers question has nothing left to answer from
     assert hybrid["s2"]["withheld_abstained"] is True
-    assert hybrid["s4"]["withheld_abstained"] is None  # unanswerable: nothing to hide
-    assert data["metrics"]["hybrid"]["abstain_withheld"] is not None
-    assert data["run"]["retrievers"] == ["bm25", "dense", "hybrid"]
+    assert hybrid["s4"]["withheld_abstained"] is None
 
 
-def test_single_retriever_metrics_block_is_flat(seeds_copy, assistant, tmp_path):
-    questions = tmp_path / "one.jsonl"
-    questions.write_text(json.dumps(SMALL_SET[1], ensure_ascii=False) + "\n", encoding="utf-8")
-    out = tmp_path / "out.json"
-    result = run_rag("eval", "--corpus", seeds_copy, "--index", assistant.index_dir,
-                     "--questions", questions, "--retriever", "bm25", "--json", out)
-    assert result.returncode == 0, result.stderr
-    data = json.loads(out.read_text(encoding="utf-8"))
-    assert tuple(data["metrics"]) == METRIC_KEYS and data["metrics"]["n_questions"] == 1
-    assert [r["retriever"] for r in data["questions"]] == ["bm25"]
-
-
-def test_malformed_questions_file_is_a_one_line_error(tmp_path, seeds_copy):
-    questions = tmp_path / "bad.jsonl"
-    questions.write_text(json.dumps(SMALL_SET[0]) + "\n{\"id\": \"s2\", \"question\": \n",
-                         encoding="utf-8")
-    result = run_rag("eval", "--corpus", seeds_copy, "--index", tmp_path / "index",
-                     "--questions", questions)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "line 2" in lines[0] and "bad.jsonl" in lines[0], result.stderr
-    missing = run_rag("eval", "--corpus", seeds_copy, "--questions", tmp_path / "none.jsonl")
-    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
-
-
-def test_report_writes_results_and_plot(e2e_run, tmp_path):
-    from eval.report import main as report_main
-    result, out = e2e_run
-    assert result.returncode == 0, result.stderr
-    md, png = tmp_path / "RESULTS.md", tmp_path / "abstention.png"
-    assert report_main(["--seeds", str(out), "--piaf", str(out), "--out", str(md),
-                        "--plot", str(png)]) == 0
-    text = md.read_text(encoding="utf-8")
-    assert "| `recall@5` |" in text and "abstention.png" in text and "rag eval" in text
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-# --------------------------------------------------------------------------- the CI quality gate
-
-
+@pytest.mark.slow
 def test_quality_gates_hold_on_the_project_question_set(assistant, seeds_copy):
     """THE quality gate: the full project question set on the seeds with the chat's (hybrid)
     retriever must meet every floor of eval/gates.json."""

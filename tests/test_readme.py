@@ -4,10 +4,16 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
+
 from conftest import ROOT
 
 
-def test_readme_python_example_runs(capsys):
+@pytest.mark.slow
+def test_readme_python_example_runs(capsys, monkeypatch):
+    """The example as a user runs it from the repository: the real model, the default index
+    folder (under the session's RAG_CACHE_DIR, see tests/conftest.py: never the user's own)."""
+    monkeypatch.chdir(ROOT)  # the example names the corpus "seeds", relative to the checkout
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     example = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
     exec(compile(example, "README.md", "exec"), {})

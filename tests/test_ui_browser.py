@@ -18,7 +18,8 @@ from urllib.parse import urlparse
 import pytest
 from ui_fixtures import MARKUP_QUESTION, ROOT, free_port, ui_corpus  # noqa: F401
 
-pytestmark = pytest.mark.browser
+# `rag chat` loads the real model: slow as well as browser.
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -1,4 +1,9 @@
-"""Fixtures for the UI tests: a corpus with traps, one real assistant, one real server.
+"""Fixtures for the UI tests: a corpus with traps, two assistants over it, a server for each.
+
+``fake_ui_assistant`` / ``fake_ui_server`` use the fake embedder (tests/fake_embedder.py): the
+server, the API, the source view and the escaping do not depend on the model, so most UI tests run
+on them in seconds. ``ui_assistant`` / ``ui_server`` load the real model, for the ``slow`` tests
+of what the real model answers.
 
 Imported by tests/test_ui_http.py and tests/test_ui_browser.py (tests/conftest.py belongs to the
 library's tests). pytest registers an imported fixture once per importing module, so the costly
@@ -10,11 +15,13 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, SEEDS  # noqa: F401  (ROOT is re-exported; conftest sets the offline env)
+from fake_embedder import FAKE_SEARCH, FAKE_SETTINGS, FakeEmbedder
 
 #: Sentences long enough to be indexed, carrying markup that must be shown, never run.
 MARKUP_TEXT = """\
@@ -34,12 +41,20 @@ HTML_PAGE = """<!doctype html><html><head><title>Horaires</title>
 ODD_NAME = "sous dossier/note été #1.md"
 MARKUP_QUESTION = "Qu'a glissé le pirate informatique dans un commentaire du site de la mairie ?"
 
-#: Questions with a fact that only their own answer holds (checked against the seeds).
+#: Questions with a fact that only their own answer holds (the real model, on the seeds).
 KNOWN = {
     "Quel pourcentage du PIB Trump exige-t-il ?": "5 %",
     "Combien de soldats nord-coréens ont été envoyés dans la région de Koursk ?": "10 000",
     "Which Finnish leader said Europe must support Ukraine as long as necessary?": "Orpo",
     "Où Mark Rutte a-t-il rencontré Donald Trump ?": "Palm Beach",
+}
+
+#: The same, for the fake embedder (the UI corpus's own files, and one fact of the seeds).
+FAKE_KNOWN = {
+    "Quand la médiathèque du quartier ouvre-t-elle ses portes ?": "samedi matin",
+    "Quand la fanfare municipale répète-t-elle ?": "jeudi soir",
+    "Combien de soldats nord-coréens ont été envoyés dans la région de Koursk ?": "10 000",
+    MARKUP_QUESTION: "<script>",
 }
 
 _cache: dict[str, object] = {}
@@ -103,13 +118,24 @@ def ui_assistant(ui_corpus):
 
 
 @pytest.fixture(scope="session")
-def ui_server(ui_assistant):
-    """The app from ``build_app`` served by uvicorn in a thread; yields its base URL."""
+def fake_ui_assistant(ui_corpus):
+    """An assistant over the UI corpus with the fake embedder (its own index folder)."""
+    from rag.assistant import Assistant
+    with _lock:
+        if "fake_assistant" not in _cache:
+            _cache["fake_assistant"] = Assistant(
+                ui_corpus.root, ui_corpus.index.with_name("fake-index"),
+                index_settings=FAKE_SETTINGS, search=FAKE_SEARCH, embedder=FakeEmbedder())
+        return _cache["fake_assistant"]
+
+
+def serve_in_thread(assistant) -> tuple[str, Callable[[], None]]:
+    """The app from ``build_app`` served by uvicorn in a thread: its base URL and a stop function."""
     import uvicorn
 
     from ui.app import build_app
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(ui_assistant), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(build_app(assistant), host="127.0.0.1", port=port,
                                            log_level="warning", timeout_graceful_shutdown=1))
     thread = threading.Thread(target=server.run, name="ui-test-server", daemon=True)
     thread.start()
@@ -118,6 +144,25 @@ def ui_server(ui_assistant):
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the test server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+    return f"http://127.0.0.1:{port}", stop
+
+
+@pytest.fixture(scope="session")
+def ui_server(ui_assistant) -> Iterator[str]:
+    """The real assistant's server; yields its base URL."""
+    url, stop = serve_in_thread(ui_assistant)
+    yield url
+    stop()
+
+
+@pytest.fixture(scope="session")
+def fake_ui_server(fake_ui_assistant) -> Iterator[str]:
+    """The fake assistant's server; yields its base URL."""
+    url, stop = serve_in_thread(fake_ui_assistant)
+    yield url
+    stop()

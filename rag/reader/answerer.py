@@ -6,8 +6,10 @@ sentence; another joins only when the judge gives it ``extra_threshold`` or more
 the same file (facts from different articles are never merged). The best probability is the
 abstention signal, compared with one threshold chosen on validation data.
 
-Two hand rules can be switched on top of it (``ReaderRules``); eval/RESULTS.md measures what each
-earns, and they are on only where they do.
+A question in another language than its passages (English over the French seeds) goes to the
+extractive answerer: the reader learned from same-language pairs only and has nothing to say
+there (measured in eval/RESULTS.md). Two hand rules can be switched on top of it
+(``ReaderRules``); the ablation there measures what each earns.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from ..answer_types import expected_type, names_missing
 from ..answerer import (AnswerContext, Draft, abstention, cite, missing_names_reason,
                         no_kind_reason, quoted_answer)
 from ..records import Passage
-from .features import SCALAR_NAMES, candidates
+from ..extractive import ExtractiveAnswerer
+from .features import SCALAR_NAMES, candidates, same_language
 from .model import ReaderModel, load_reader
 
 _TYPED = SCALAR_NAMES.index("typed")
@@ -51,6 +54,12 @@ class ReaderAnswerer:
     def __init__(self, model: ReaderModel | None = None, rules: ReaderRules = ReaderRules()) -> None:
         self.model = model or load_reader()
         self.rules = rules
+        self.across_languages = ExtractiveAnswerer()
+
+    @property
+    def threshold(self) -> float:
+        """The probability below which it abstains."""
+        return self.model.threshold
 
     def judge(self, question: str, passages: list[Passage], context: AnswerContext):
         """Candidate sentences and their probabilities of answering, best first."""
@@ -65,6 +74,8 @@ class ReaderAnswerer:
 
     def answer(self, question: str, passages: list[Passage], context: AnswerContext) -> Draft:
         index, english = context.index, context.english
+        if not same_language(english, passages, context.settings.candidate_passages):
+            return self.across_languages.answer(question, passages, context)
         threshold = self.model.threshold
         sentences, probabilities, features = self.judge(context.query, passages, context)
         if self.rules.answer_type and len(sentences):

@@ -68,7 +68,9 @@ class Examples:
 def build_examples(benchmark: str, bench: Path, index_dir: Path, limit: int | None = None,
                    progress: bool = True) -> Examples:
     """Index ``benchmark``'s corpus (incrementally, in ``index_dir``) and turn each of its
-    questions into candidate rows (see the module doc)."""
+    questions into candidate rows (see the module doc). The question vectors are kept beside
+    the index (``queries.npy``, checked against the model's weights hash), so building
+    candidates again after a change of features does not embed them again."""
     from tqdm import tqdm
 
     from ..assistant import Assistant
@@ -79,7 +81,7 @@ def build_examples(benchmark: str, bench: Path, index_dir: Path, limit: int | No
                           progress=progress)
     questions = read_questions(folder / "questions.jsonl")[:limit]
     texts = [assistant.clean_question(q["question"]) for q in questions]
-    vectors = assistant.embedder.encode_queries(texts)
+    vectors = _query_vectors(assistant, texts, Path(index_dir))
     features, labels, group, meta = [], [], [], []
     asks = [(q, t, v, False) for q, t, v in zip(questions, texts, vectors)]
     asks += [(q, t, v, True) for q, t, v in zip(questions, texts, vectors) if q["answerable"]]
@@ -107,6 +109,17 @@ def build_examples(benchmark: str, bench: Path, index_dir: Path, limit: int | No
     return Examples(np.asarray(features, np.float32).reshape(len(features), -1) if features
                     else np.zeros((0, dim), np.float32),
                     np.asarray(labels, np.float32), np.asarray(group, np.int64), meta)
+
+
+def _query_vectors(assistant, texts: list[str], index_dir: Path) -> np.ndarray:
+    key = hashlib.sha256("\0".join([assistant.index.manifest["model"]["weights_hash"], *texts])
+                         .encode()).hexdigest()
+    path = index_dir / f"queries-{key[:16]}.npy"
+    if path.is_file():
+        return np.load(path, allow_pickle=False)
+    vectors = assistant.embedder.encode_queries(texts)
+    np.save(path, vectors, allow_pickle=False)
+    return vectors
 
 
 def concatenate(parts: list[Examples]) -> Examples:

@@ -16,6 +16,7 @@ Per candidate, in this order (``FEATURE_NAMES``):
 * answer type: which kind of thing is asked (``rag/answer_types.py``), whether the sentence holds
   it, whether it holds any figure, a quotation; the question's names missing around it;
 * shape: the sentence's length, its place in its passage, whether the question is English;
+* the rarest question word absent from the text around the sentence (a near-miss signal);
 * optionally (``products``), the element-wise product of the question and sentence vectors
   (``dim`` values), which lets a classifier learn which directions of agreement matter. Measured
   in eval/RESULTS.md: with 9,000 training questions it overfits, so the shipped reader does
@@ -31,6 +32,7 @@ import numpy as np
 
 from ..answer_types import expected_type, fold, has_expected_type, names_in
 from ..index import Index
+from ..language import is_english
 from ..lexical import tokenize
 from ..records import Passage, Sentence
 
@@ -46,10 +48,8 @@ SCALAR_NAMES = (
     "idf_overlap_next", "bigram_overlap", "new_terms", "best_in_chunk",
     *(f"asks_{k or 'other'}" for k in KINDS), "typed", "has_digit", "has_quote",
     "names_missing", "question_names", "log_chars", "position_in_chunk", "first_in_chunk",
-    "english",
+    "english", "missing_idf_max",
 )
-
-
 @dataclass(frozen=True)
 class Candidates:
     """The candidate sentences of one question and their feature rows (same order)."""
@@ -58,12 +58,20 @@ class Candidates:
     features: np.ndarray  # (n, len(SCALAR_NAMES) + dim) float32
 
 
-def _overlap(terms: set[str], text: str) -> float:
-    return len(terms & set(tokenize(text))) / len(terms) if terms else 0.0
+def _share(terms: set[str], found: set[str]) -> float:
+    return len(terms & found) / len(terms) if terms else 0.0
 
 
 def _bigrams(tokens: list[str]) -> set[tuple[str, str]]:
     return set(zip(tokens, tokens[1:]))
+
+
+def same_language(english: bool, passages: list[Passage], depth: int) -> bool:
+    """Whether the question is in the language of most of the top passages. The reader learned
+    from same-language pairs only (PIAF French, SQuAD English): across languages its word
+    features say nothing and its cosines run lower."""
+    top = passages[:depth]
+    return not top or (sum(is_english(p.text) for p in top) * 2 > len(top)) == english
 
 
 def candidates(index: Index, question: str, query_vector: np.ndarray, passages: list[Passage],
@@ -107,15 +115,15 @@ def candidates(index: Index, question: str, query_vector: np.ndarray, passages: 
     for i, s in enumerate(sentences):
         by_chunk.setdefault(s.chunk_id, []).append(i)
 
-    context_cache: dict[str, tuple[str, str]] = {}
-    around_cache: dict[str, set[str]] = {}
+    per_chunk: dict[str, tuple[set[str], set[str], str]] = {}  # chunk words, around words, folded
     rows = []
     for i, sentence in enumerate(sentences):
         cid = sentence.chunk_id
-        if cid not in context_cache:
+        if cid not in per_chunk:
             around = "\n".join(c.text for c in index.neighbours(cid))
-            context_cache[cid] = (index.chunk(cid).text, around)
-        chunk_text, around = context_cache[cid]
+            per_chunk[cid] = (set(tokenize(index.chunk(cid).text)), set(tokenize(around)),
+                              fold(around))
+        chunk_tokens, around_tokens, folded = per_chunk[cid]
         siblings = by_chunk[cid]
         at = siblings.index(i)
         before = siblings[at - 1] if at > 0 else None
@@ -123,16 +131,15 @@ def candidates(index: Index, question: str, query_vector: np.ndarray, passages: 
         previous = float(cos_s[before]) if before is not None else 0.0
         following = float(cos_s[after]) if after is not None else 0.0
         text, tokens = texts[i], tokens_of[i]
-        around_tokens = set(tokenize(around)) if cid not in around_cache else around_cache[cid]
-        around_cache[cid] = around_tokens
         sentence_bigrams = _bigrams(tokens)
-        folded = fold(around)
+        absent = [term_idf[t] for t in terms - around_tokens]
+        missing_idf = max(absent, default=0.0) / 10
         missing = sum(fold(n[-1]) not in folded for n in question_names)
         rows.append([
             float(cos_s[i]), float(cos_s[i]) - best_cos, cos_rank[i] / len(sentences),
             chunk_cos[cid], chunk_cos[cid] - best_chunk, previous, following,
             passage_rank[cid] / max(1, depth), passage_score[cid], bm25_of[cid] / best_bm25,
-            _overlap(terms, text), _overlap(terms, chunk_text), _overlap(terms, around),
+            _share(terms, set(tokens)), _share(terms, chunk_tokens), _share(terms, around_tokens),
             min(len(terms), 10) / 10,
             float(idf_overlap[i]), float(idf_overlap[i]) - best_idf,
             sum(term_idf[t] for t in terms & around_tokens) / total_idf,
@@ -146,7 +153,7 @@ def candidates(index: Index, question: str, query_vector: np.ndarray, passages: 
             float(bool(_DIGIT.search(text))), float(bool(_QUOTE.search(text))),
             min(missing, 3) / 3, min(len(question_names), 3) / 3,
             math.log1p(len(text)) / 6, at / max(1, len(siblings) - 1), float(at == 0),
-            float(english),
+            float(english), missing_idf,
         ])
     scalars = np.asarray(rows, dtype=np.float32)
     if not products:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +48,13 @@ class ReaderModel:
         return (hidden @ self.w2 + self.b2).reshape(-1)
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.logits(features)))
+        return sigmoid(self.logits(features))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^-x) without overflow for large |x|."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def sha256_of(path: Path) -> str:
@@ -60,7 +65,6 @@ def card_path(weights: Path) -> Path:
     return Path(weights).with_suffix(".json")
 
 
-@lru_cache(maxsize=4)
 def load_reader(weights: Path = DEFAULT_WEIGHTS) -> ReaderModel:
     """The reader stored at ``weights``; ``ReaderError`` when it is missing, altered or built
     for other features (retrain with `rag train-reader`, or restore the file from git)."""
@@ -105,4 +109,3 @@ def save_reader(path: Path, arrays: dict[str, np.ndarray], card: dict) -> None:
             "scalar_features": list(SCALAR_NAMES)}
     card_path(path).write_text(json.dumps(card, ensure_ascii=False, indent=1) + "\n",
                                encoding="utf-8")
-    load_reader.cache_clear()

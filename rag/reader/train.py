@@ -23,7 +23,7 @@ import numpy as np
 from ..config import cache_dir
 from .dataset import BENCH_DIR, BENCHMARKS, VALIDATION_SHARE, Examples, build_examples, concatenate
 from .features import SCALAR_NAMES
-from .model import DEFAULT_WEIGHTS, save_reader
+from .model import DEFAULT_WEIGHTS, save_reader, sigmoid
 
 SEED = 13
 HIDDEN = 64
@@ -65,16 +65,19 @@ def pad(ex: Examples, columns: np.ndarray | None = None) -> Padded:
     return Padded(x, y, mask)
 
 
-def fit(ex: Examples, seed: int = SEED, hidden: int = HIDDEN, epochs: int = EPOCHS,
-        columns: np.ndarray | None = None, progress: str | None = None) -> dict[str, np.ndarray]:
+def fit(ex: Examples, seed: int = SEED, hidden: int = HIDDEN, epochs: int | None = None,
+        columns: np.ndarray | None = None, progress: str | None = None,
+        null: bool = True) -> dict[str, np.ndarray]:
     """Train the classifier; returns its arrays (see ``model.TENSORS``).
 
     Loss per question: binary cross-entropy on every candidate (calibrates the probability the
-    abstention threshold reads) plus, when the question has an answering candidate, the listwise
-    cross-entropy of the answering ones against all (which sentence comes first).
+    abstention threshold reads) plus the listwise cross-entropy of the right choice against all:
+    the answering candidates, or, with ``null``, a learned "none of them" score when no candidate
+    answers (which sentence comes first, and whether any should).
     """
     import torch
     from tqdm import tqdm
+    epochs = EPOCHS if epochs is None else epochs
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     features = ex.features if columns is None else ex.features[:, columns]
@@ -86,7 +89,8 @@ def fit(ex: Examples, seed: int = SEED, hidden: int = HIDDEN, epochs: int = EPOC
     layers = ([torch.nn.Linear(x.shape[-1], hidden), torch.nn.ReLU(), torch.nn.Dropout(0.1),
                torch.nn.Linear(hidden, 1)] if hidden else [torch.nn.Linear(x.shape[-1], 1)])
     net = torch.nn.Sequential(*layers)
-    optimiser = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-3)
+    null_logit = torch.nn.Parameter(torch.zeros(1))
+    optimiser = torch.optim.AdamW([*net.parameters(), null_logit], lr=2e-3, weight_decay=1e-3)
     batches = range(0, len(x), 64)
     bar = tqdm(total=epochs * len(batches), desc=progress or "train", file=sys.stderr,
                disable=progress is None, unit="batch", mininterval=1)
@@ -100,11 +104,16 @@ def fit(ex: Examples, seed: int = SEED, hidden: int = HIDDEN, epochs: int = EPOC
             bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[m], t[m])
             masked = logits.masked_fill(~m, -1e4)
             has_answer = (t * m).sum(1) > 0
+            if null:  # one more choice, "none of them", right when no candidate answers
+                masked = torch.cat([masked, null_logit.expand(len(masked), 1)], dim=1)
+                t = torch.cat([t, (~has_answer).float().unsqueeze(1)], dim=1)
+                chosen = torch.ones_like(has_answer)
+            else:
+                chosen = has_answer
             listwise = torch.tensor(0.0)
-            if has_answer.any():
-                all_ = torch.logsumexp(masked[has_answer], dim=1)
-                good = torch.logsumexp(masked[has_answer].masked_fill(
-                    t[has_answer] < 0.5, -1e4), dim=1)
+            if chosen.any():
+                all_ = torch.logsumexp(masked[chosen], dim=1)
+                good = torch.logsumexp(masked[chosen].masked_fill(t[chosen] < 0.5, -1e4), dim=1)
                 listwise = (all_ - good).mean()
             loss = bce + listwise
             optimiser.zero_grad()
@@ -129,8 +138,7 @@ def scores_of(arrays: dict, ex: Examples, columns: np.ndarray | None = None) -> 
     hidden = x @ arrays["w1"] + arrays["b1"]
     if not arrays.get("linear"):
         hidden = np.maximum(hidden, 0.0)
-    logits = (hidden @ arrays["w2"] + arrays["b2"]).reshape(-1)
-    return 1.0 / (1.0 + np.exp(-logits))
+    return sigmoid((hidden @ arrays["w2"] + arrays["b2"]).reshape(-1))
 
 
 def question_view(ex: Examples, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -193,6 +201,8 @@ def out_of_fold_threshold(train: Examples, seed: int,
     scores = np.zeros(len(train.labels), np.float32)
     for k in range(FOLDS):
         held = folds == k
+        if held.all() or not held.any():  # a fold without data (tiny sets) predicts nothing
+            continue
         arrays = fit(train.select(~held), seed, columns=columns, progress=f"fold {k + 1}/{FOLDS}")
         rows = held[train.group]
         scores[rows] = scores_of(arrays, train.select(held), columns)
