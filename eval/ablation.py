@@ -21,9 +21,11 @@ from .runner import DEFAULT_QUESTIONS, run_eval
 
 CONFIGS = {
     "extractive (rules, no training)": SearchSettings(answerer="extractive"),
-    "reader": SearchSettings(answerer="reader"),
-    "reader + answer-type rule": SearchSettings(answerer="reader", reader_type_rule=True),
-    "reader + names rule": SearchSettings(answerer="reader", reader_names_rule=True),
+    "reader": SearchSettings(answerer="reader", reader_type_rule=False, reader_names_rule=False),
+    "reader + answer-type rule (default)": SearchSettings(answerer="reader", reader_type_rule=True,
+                                                          reader_names_rule=False),
+    "reader + names rule": SearchSettings(answerer="reader", reader_type_rule=False,
+                                          reader_names_rule=True),
     "reader + both rules": SearchSettings(answerer="reader", reader_type_rule=True,
                                           reader_names_rule=True),
 }

@@ -18,8 +18,8 @@ def test_readme_python_example_runs(capsys, monkeypatch):
     example = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
     exec(compile(example, "README.md", "exec"), {})
     out = capsys.readouterr().out
-    assert "La Haye" in out and "[1]" in out
-    assert re.search(r"^1 003_b5cff0097fa7fce3\.txt \d+ \d+$", out, re.M)
+    assert "Palm Beach" in out and "[1]" in out
+    assert re.search(r"^1 001_f8703a92264a5ef2\.txt 2 2$", out, re.M)
 
 
 def test_readme_opens_with_the_two_make_commands():

@@ -32,7 +32,7 @@ FOLDS = 3
 #: The share of answerable train questions (out of fold) the threshold may refuse.
 TARGET_FALSE_REFUSAL = 0.08
 #: A further sentence joins an answer at this probability or more.
-EXTRA_THRESHOLD = 0.6
+EXTRA_THRESHOLD = 0.75
 #: Abstention is compared across judges at this share of answerable questions refused.
 FIXED_FALSE_REFUSAL = 0.10
 READER = "reader (shipped: MLP, scalar features)"
