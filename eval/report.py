@@ -368,7 +368,7 @@ def write_results(seeds: dict, piaf: dict | None, out: Path, plot: Path,
         md += ["### By kind of question (hybrid)", ""] + per_kind_table(hybrid) + [""]
         md += ["### Questions the hybrid retriever got wrong", ""] + mistakes(hybrid) + [""]
     if piaf:
-        md += ["## PIAF benchmark (`../shared/bench/piaf/`)", "",
+        md += ["## PIAF benchmark (`../shared/bench/piaf/`, validation articles)", "",
                describe_set(piaf, "PIAF (French SQuAD-style; every question answerable, one "
                             "gold file each)") + ".", ""]
         md += metrics_table(piaf["blocks"]) + [""]
@@ -377,12 +377,13 @@ def write_results(seeds: dict, piaf: dict | None, out: Path, plot: Path,
                "`abstain_withheld` asks every question again with its article hidden from the "
                "search: the question then has no answer in the corpus, and the closest passages "
                "come from other articles, often on a neighbouring topic. It measures abstention "
-               "on 3,779 questions written by others. On the seeds the same number is lower "
+               "on questions written by others. The reader was trained on PIAF's other articles: "
+               "these runs use `--split validation`, the articles it never saw. On the seeds the same number is lower "
                "by nature: the five articles report the same events, so hiding the file listed "
                "as the source often leaves another that answers.", ""]
 
     if squad:
-        md += ["## SQuAD 2.0 benchmark (`../shared/bench/squad2/`)", "",
+        md += ["## SQuAD 2.0 benchmark (`../shared/bench/squad2/`, validation articles)", "",
                describe_set(squad, "SQuAD 2.0 (English questions over English Wikipedia, about "
                             "half of them unanswerable near misses written against a real "
                             "paragraph)") + ".", ""]
@@ -393,8 +394,9 @@ def write_results(seeds: dict, piaf: dict | None, out: Path, plot: Path,
         md += ablation_section(ablation)
     md += ["## Abstention trade-off (seeds, hybrid)", "",
            "![abstention trade-off](abstention.png)", "",
-           "x: the abstention threshold (the assistant answers when the support score of its best "
-           "sentence reaches it; English questions use it minus `cross_lingual_offset`); y: share "
+           "x: the abstention threshold (the assistant answers when the support of its best "
+           "sentence, the reader's probability, reaches it; English questions, answered by the "
+           "extractive rules, are shifted by the difference of their own threshold); y: share "
            "of questions answered. Raising the threshold refuses more unanswerable questions (red "
            "falls) at the cost of answerable ones (blue falls). Each record carries its support "
            "score, so the curves are computed from one run without re-asking. Below the chosen "
@@ -402,7 +404,9 @@ def write_results(seeds: dict, piaf: dict | None, out: Path, plot: Path,
            "refused by a veto, e.g. a name absent from the passage around the answer), and the correctness of answers "
            "the run did not give is unknown.", ""]
     if run_threshold is not None:
-        md += [f"Chosen threshold: **{run_threshold:g}** (`SearchSettings.abstain_threshold`)."]
+        md += [f"Chosen threshold: **{run_threshold:g}** (the reader's, `rag/reader/weights/reader.json`, "
+               "chosen on training articles out of fold; for `--answerer extractive`, "
+               "`SearchSettings.abstain_threshold`)."]
     if curves.get("n_vetoed"):
         md += [f"{curves['n_vetoed']} hybrid question(s) were refused by a veto although their "
                "support reached the threshold; they count as never answered."]
