@@ -105,11 +105,15 @@ def no_kind_reason(kind: str, question: str, english: bool) -> str:
     return f"Aucun des passages les plus proches ne contient {french_need}."
 
 
+def decimals(english: bool, *values: float) -> list[str]:
+    """Scores as a reason shows them: "0.83" in English, "0,83" in French."""
+    return [f"{v:.2f}" if english else f"{v:.2f}".replace(".", ",") for v in values]
+
+
 def too_far_reason(support: float, threshold: float, english: bool) -> str:
+    score, needed = decimals(english, support, threshold)
     if english:
-        return (f"The closest passage is too far from the question (score {support:.2f}, "
-                f"{threshold:.2f} needed).")
-    score, needed = (f"{x:.2f}".replace(".", ",") for x in (support, threshold))
+        return f"The closest passage is too far from the question (score {score}, {needed} needed)."
     return (f"Le passage le plus proche est trop éloigné de la question (score {score}, "
             f"{needed} requis).")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..answer_types import expected_type, names_missing
-from ..answerer import (AnswerContext, Draft, abstention, cite, missing_names_reason,
+from ..answerer import (AnswerContext, Draft, abstention, cite, decimals, missing_names_reason,
                         no_kind_reason, quoted_answer)
 from ..records import Passage
 from ..extractive import ExtractiveAnswerer
@@ -40,10 +40,10 @@ class ReaderRules:
 
 
 def low_confidence_reason(support: float, threshold: float, english: bool) -> str:
+    score, needed = decimals(english, support, threshold)
     if english:
-        return (f"No sentence of the closest passages answers it (confidence {support:.2f}, "
-                f"{threshold:.2f} needed).")
-    score, needed = (f"{x:.2f}".replace(".", ",") for x in (support, threshold))
+        return (f"No sentence of the closest passages answers it (confidence {score}, "
+                f"{needed} needed).")
     return (f"Aucune phrase des passages les plus proches n'y répond (confiance {score}, "
             f"{needed} requis).")
 
