@@ -289,10 +289,10 @@ def reader_section(card: dict, contrastive: dict | None) -> list[str]:
            f"SQuAD 2.0 {squad['candidate_recall']:.3f}.", "",
            f"Shipped reader: {card['parameters']:,} parameters, {card['bytes']:,} bytes (fp16 "
            f"safetensors), threshold {card['threshold']} ({card['threshold_rule']}), a further "
-           f"sentence at probability {card['extra_threshold']} or more. This card's run took "
-           f"{card['minutes']['total']} min on 2 cores, {card['minutes']['data']} min of it "
-           "reading the candidates of an earlier run from the work folder; a run from scratch "
-           "also indexes both corpora and builds the candidates (README, \"The reader\").", ""]
+           f"sentence at probability {card['extra_threshold']} or more. Training took "
+           f"{card['minutes']['total']} min on 2 cores from an empty work folder, "
+           f"{card['minutes']['data']} min of it indexing both corpora and building the "
+           "candidates; a second run from scratch wrote weights with the same sha256.", ""]
     if contrastive:
         md += [f"The fine-tuned e5 row comes from `benchmarks/reader_contrastive.py` "
                f"(`benchmarks/reader_contrastive.json`): it ranks better than the original e5 but "
