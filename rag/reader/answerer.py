@@ -20,7 +20,7 @@ import numpy as np
 from ..answer_types import expected_type, names_missing
 from ..answerer import (AnswerContext, Draft, abstention, cite, decimals, missing_names_reason,
                         no_kind_reason, quoted_answer)
-from ..records import Passage
+from ..records import Passage, Sentence
 from ..extractive import ExtractiveAnswerer
 from .features import SCALAR_NAMES, candidates, same_language
 from .model import ReaderModel, load_reader
@@ -61,13 +61,15 @@ class ReaderAnswerer:
         """The probability below which it abstains."""
         return self.model.threshold
 
-    def judge(self, question: str, passages: list[Passage], context: AnswerContext):
-        """Candidate sentences and their probabilities of answering, best first."""
+    def judge(self, question: str, passages: list[Passage],
+              context: AnswerContext) -> tuple[list[Sentence], np.ndarray, np.ndarray]:
+        """Candidate sentences, their probabilities of answering and their features, best
+        first."""
         found = candidates(context.index, question, context.query_vector, passages,
                            context.english, context.settings.candidate_passages,
                            products=self.model.uses_products)
         if not found.sentences:
-            return [], np.zeros(0, np.float32), found
+            return [], np.zeros(0, np.float32), found.features
         probabilities = self.model.probabilities(found.features)
         order = np.argsort(-probabilities, kind="stable")
         return [found.sentences[i] for i in order], probabilities[order], found.features[order]
