@@ -224,20 +224,27 @@ def baselines(ex: Examples) -> dict[str, np.ndarray]:
 
 
 def load_or_build(benchmark: str, work: Path, bench: Path, limit: int | None) -> Examples:
-    """The examples of one benchmark, cached in ``work`` as .npy + .json (no pickle)."""
+    """The examples of one benchmark, cached in ``work`` as .npy + .json (no pickle), reused only
+    for the same questions and corpus files (by content), limit and features."""
+    import hashlib
+    folder = Path(bench) / benchmark
+    key = hashlib.sha256(json.dumps([limit, SCALAR_NAMES]).encode())
+    for path in [folder / "questions.jsonl", *sorted((folder / "corpus").rglob("*"))]:
+        if path.is_file():
+            key.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
     stem = work / f"{benchmark}-{limit or 'all'}"
     meta_path = stem.with_suffix(".json")
     if meta_path.exists():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("scalar_features") == list(SCALAR_NAMES):
+        if meta.get("key") == key.hexdigest():
             arrays = {k: np.load(f"{stem}-{k}.npy", allow_pickle=False)
                       for k in ("features", "labels", "group")}
             return Examples(**arrays, questions=meta["questions"])
     ex = build_examples(benchmark, bench, work / f"{benchmark}-index", limit)
     for k in ("features", "labels", "group"):
         np.save(f"{stem}-{k}.npy", getattr(ex, k), allow_pickle=False)
-    meta_path.write_text(json.dumps({"scalar_features": list(SCALAR_NAMES),
-                                     "questions": ex.questions}), encoding="utf-8")
+    meta_path.write_text(json.dumps({"key": key.hexdigest(), "questions": ex.questions}),
+                         encoding="utf-8")
     return ex
 
 
