@@ -8,6 +8,8 @@ facts of the seeds, through the same server code.
 """
 from __future__ import annotations
 
+import types
+
 import html
 import http.client
 import re
@@ -16,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import httpx
+import gradio as gr
 import pytest
 from gradio_client import Client
 from ui_fixtures import (FAKE_KNOWN, KNOWN, MARKUP_QUESTION, ODD_NAME,  # noqa: F401
@@ -108,9 +111,24 @@ def test_empty_question_is_a_clear_message(client, fake_ui_assistant):  # noqa: 
     chat = Chat(fake_ui_assistant)
     messages, turns, box = chat.add_question("  ", [])
     assert box == ""
-    messages, turns, _ = chat.answer_last(turns)
     assert len(messages) == 1 and messages[0]["role"] == "assistant"
     assert EMPTY_MESSAGE in messages[0]["content"]
+    # Nothing is pending, so the answering step leaves the chat as it is.
+    assert all(isinstance(x, type(gr.skip())) for x in chat.answer_last(turns))
+
+
+def test_an_answer_for_a_cleared_conversation_is_dropped(fake_ui_assistant):  # noqa: F811
+    """'Nouvelle conversation' clicked while an answer is on its way: the late answer must not
+    bring the old conversation back."""
+    chat = Chat(fake_ui_assistant)
+    session = types.SimpleNamespace(session_hash="visitor-1")
+    other = types.SimpleNamespace(session_hash="visitor-2")
+    _, pending, _ = chat.add_question(next(iter(FAKE_KNOWN)), [], session)
+    _, others, _ = chat.add_question(next(iter(FAKE_KNOWN)), [], other)
+    assert chat.new_conversation(session)[:2] == ([], [])
+    assert all(isinstance(x, type(gr.skip())) for x in chat.answer_last(pending, session))
+    messages, turns, _ = chat.answer_last(others, other)  # another visitor is not affected
+    assert len(messages) == 2 and turns[-1]["answer"]
 
 
 def test_concurrent_questions_each_get_their_own_answer(fake_ui_server, fake_ui_assistant):  # noqa: F811

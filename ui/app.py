@@ -153,12 +153,25 @@ class Chat:
 
     def __init__(self, assistant: Assistant) -> None:
         self.assistant = assistant
+        #: Per browser session, the number of its current conversation. "Nouvelle conversation"
+        #: bumps it; an answer that arrives for an earlier conversation is dropped instead of
+        #: bringing the cleared conversation back.
+        self._conversation: dict[str, int] = {}
+
+    def _current(self, request: gr.Request | None) -> int:
+        return self._conversation.get(getattr(request, "session_hash", None) or "", 0)
+
+    def new_conversation(self, request: gr.Request = None) -> tuple:
+        """Empty the chat and the sources; answers still on their way are dropped."""
+        session = getattr(request, "session_hash", None) or ""
+        self._conversation[session] = self._conversation.get(session, 0) + 1
+        return [], [], sources_html(None)
 
     def answer(self, question: str, history: list) -> dict:
         """Ask and return the API JSON; QuestionError passes through, so callers can word it."""
         return with_urls(self.assistant.ask(question, history=history).to_json())
 
-    def add_question(self, question: str, turns: list[dict]) -> tuple:
+    def add_question(self, question: str, turns: list[dict], request: gr.Request = None) -> tuple:
         """Show the question at once (answering takes a moment) and clear the box.
 
         A blank question is refused here with a notice, without reaching the queue.
@@ -166,17 +179,22 @@ class Chat:
         turns = list(turns or [])
         try:
             self.assistant.clean_question(question)
-            turns.append({"question": question, "answer": None, "notice": None, "pending": True})
+            turns.append({"question": question, "answer": None, "notice": None, "pending": True,
+                          "conversation": self._current(request)})
         except QuestionError:
             turns.append({"question": "", "answer": None, "notice": EMPTY_MESSAGE,
                           "pending": False})
         return chat_messages(turns), turns, ""
 
-    def answer_last(self, turns: list[dict]) -> tuple:
-        """Answer the pending question, with the earlier turns as history for follow-ups."""
+    def answer_last(self, turns: list[dict], request: gr.Request = None) -> tuple:
+        """Answer the pending question, with the earlier turns as history for follow-ups.
+
+        Changes nothing when there is nothing to answer (a refused blank question) or when the
+        visitor started a new conversation meanwhile: writing these turns back would undo it.
+        """
         turns = list(turns or [])
         if not turns or not turns[-1]["pending"]:
-            return chat_messages(turns), turns, sources_html(last_answer(turns))
+            return gr.skip(), gr.skip(), gr.skip()
         turn = dict(turns[-1], pending=False)
         try:
             turn["answer"] = self.answer(turn["question"], history_for(turns[:-1]))
@@ -185,6 +203,8 @@ class Chat:
         except Exception:  # one bad question must not take the chat down
             log.exception("error while answering %r", turn["question"])
             turn["notice"] = ERROR_MESSAGE
+        if turn.get("conversation") != self._current(request):
+            return gr.skip(), gr.skip(), gr.skip()
         turns[-1] = turn
         return chat_messages(turns), turns, sources_html(last_answer(turns))
 
@@ -210,10 +230,6 @@ class Chat:
 def example_text(evt: gr.SelectData) -> str:
     """The text of the example the visitor clicked."""
     return evt.value["text"]
-
-
-def new_conversation() -> tuple:
-    return [], [], sources_html(None)
 
 
 def build_blocks(assistant: Assistant) -> gr.Blocks:
@@ -253,7 +269,7 @@ def build_blocks(assistant: Assistant) -> gr.Blocks:
                                 api_visibility="private")
          .then(**shown).then(**answered))
         for cleared in (clear.click, chatbot.clear):  # the button and the chat's bin icon
-            cleared(new_conversation, None, [chatbot, turns, sources], queue=False,
+            cleared(chat.new_conversation, None, [chatbot, turns, sources], queue=False,
                     api_visibility="private")
         gr.api(chat.ask, api_name="ask", concurrency_id=MODEL_GROUP)
     return demo
