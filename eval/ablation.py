@@ -17,6 +17,8 @@ from pathlib import Path
 
 from rag.config import PROJECT_ROOT, SearchSettings, cache_dir, set_offline_environment
 
+from rag.reader.dataset import BENCH_DIR
+
 from .runner import DEFAULT_QUESTIONS, run_eval
 
 CONFIGS = {
@@ -47,8 +49,9 @@ def sets(bench: Path) -> list[tuple[str, Path, Path, str, Path | None]]:
 
 def main(argv: list[str] | None = None) -> int:
     set_offline_environment()
-    parser = argparse.ArgumentParser(prog="python -m eval.ablation", description=__doc__.splitlines()[0])
-    parser.add_argument("--bench", type=Path, default=PROJECT_ROOT.parent / "shared" / "bench")
+    parser = argparse.ArgumentParser(prog="python -m eval.ablation",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--bench", type=Path, default=BENCH_DIR)
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
     started = time.perf_counter()

@@ -52,7 +52,8 @@ from rag.language import normalize_answer
 #: Keys of a metrics block, in the order the table prints them.
 METRIC_KEYS = (
     "recall@1", "recall@5", "mrr@10", "answer_contains", "answer_accuracy",
-    "top_citation_contains", "answer_chars_p50", "abstain_unanswerable", "abstain_answerable", "abstain_withheld", "citation_valid",
+    "top_citation_contains", "answer_chars_p50", "abstain_unanswerable", "abstain_answerable",
+    "abstain_withheld", "citation_valid",
     "latency_ms_p50", "latency_ms_p95",
     "n_questions", "n_answerable", "n_unanswerable", "n_citations", "n_failed",
 )

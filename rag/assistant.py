@@ -76,8 +76,8 @@ class Assistant:
                  progress: bool = False, embedder: Embedder | None = None,
                  answerer: Answerer | None = None, reranker: Reranker | None = None) -> None:
         """``embedder`` replaces the model named by ``index_settings.model`` (tests use a small
-        deterministic one); ``answerer`` defaults to the extractive one; ``reranker`` is off
-        unless given."""
+        deterministic one); ``answerer`` defaults to the one ``search.answerer`` names (the
+        reader); ``reranker`` is off unless given."""
         self.corpus = Path(corpus)
         self.index_dir = Path(index_dir) if index_dir else default_index_dir(self.corpus)
         self.index_settings = index_settings

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights file to write (default: rag/reader/weights/reader.safetensors)")
     p.add_argument("--work", type=Path, default=None,
                    help="folder for the benchmark indexes and candidates (default: the cache)")
-    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--seed", type=int, default=None, help="default: the seed of the shipped weights")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions of each set")
     return parser
 
@@ -175,13 +175,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_train_reader(args: argparse.Namespace) -> int:
     from .reader.dataset import BENCH_DIR
     from .reader.model import DEFAULT_WEIGHTS
-    from .reader.train import print_card, train_reader
+    from .reader.train import SEED, print_card, train_reader
     bench = args.bench or BENCH_DIR
     missing = [b for b in ("piaf", "squad2") if not (Path(bench) / b / "questions.jsonl").is_file()]
     if missing:
         raise UserError(f"no {' or '.join(missing)} benchmark under {bench}; "
                         "give the folder holding piaf/ and squad2/ with --bench")
-    card = train_reader(Path(bench), args.out or DEFAULT_WEIGHTS, args.work, args.seed, args.limit)
+    seed = SEED if args.seed is None else args.seed
+    card = train_reader(Path(bench), args.out or DEFAULT_WEIGHTS, args.work, seed, args.limit)
     print_card(card)
     print(f"weights written to {args.out or DEFAULT_WEIGHTS}")
     return 0

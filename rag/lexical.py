@@ -57,6 +57,10 @@ class LexicalIndex:
         self.model = model
         self.ids = ids
         self.stop = stop
+        #: The last question's scores: retrieval and the reader's features both need them, and
+        #: scoring walks the whole corpus. One (tokens, scores) pair, replaced whole, so threads
+        #: answering other questions at worst miss it.
+        self._last: tuple[tuple[str, ...], np.ndarray] | None = None
 
     @classmethod
     def build(cls, ids: list[str], texts: list[str],
@@ -113,10 +117,17 @@ class LexicalIndex:
     def scores(self, question: str) -> np.ndarray:
         """BM25 score of every chunk for ``question``, in ``ids`` order (zeros when no word of the
         question is known)."""
-        tokens, _ = self.known_tokens(question)
+        tokens = tuple(self.known_tokens(question)[0])
+        last = self._last
+        if last is not None and last[0] == tokens:
+            return last[1]
         if not tokens:
-            return np.zeros(len(self.ids), dtype=np.float32)
-        return np.asarray(self.model.get_scores(tokens), dtype=np.float32)
+            scores = np.zeros(len(self.ids), dtype=np.float32)
+        else:
+            scores = np.asarray(self.model.get_scores(list(tokens)), dtype=np.float32)
+        scores.flags.writeable = False  # shared between callers
+        self._last = (tokens, scores)
+        return scores
 
     def top(self, question: str, k: int) -> list[tuple[str, float]]:
         """The ``k`` best chunk ids with a positive score, best first."""

@@ -158,13 +158,16 @@ class Chat:
         #: bringing the cleared conversation back.
         self._conversation: dict[str, int] = {}
 
+    @staticmethod
+    def _session(request: gr.Request | None) -> str:
+        return getattr(request, "session_hash", None) or ""
+
     def _current(self, request: gr.Request | None) -> int:
-        return self._conversation.get(getattr(request, "session_hash", None) or "", 0)
+        return self._conversation.get(self._session(request), 0)
 
     def new_conversation(self, request: gr.Request = None) -> tuple:
         """Empty the chat and the sources; answers still on their way are dropped."""
-        session = getattr(request, "session_hash", None) or ""
-        self._conversation[session] = self._conversation.get(session, 0) + 1
+        self._conversation[self._session(request)] = self._current(request) + 1
         return [], [], sources_html(None)
 
     def answer(self, question: str, history: list) -> dict:

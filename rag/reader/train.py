@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import cache_dir
+from ..config import SearchSettings, cache_dir
 from .dataset import BENCH_DIR, BENCHMARKS, VALIDATION_SHARE, Examples, build_examples, concatenate
 from .features import SCALAR_NAMES
 from .model import DEFAULT_WEIGHTS, save_reader, sigmoid
@@ -215,11 +215,12 @@ def baselines(ex: Examples) -> dict[str, np.ndarray]:
     """Scores of simpler judges on the same candidates: the e5 cosine alone, and the extractive
     answerer's rule-weighted score."""
     col = {name: i for i, name in enumerate(SCALAR_NAMES)}
-    f = ex.features
+    f, w = ex.features, SearchSettings()
     cosine = f[:, col["cos_sentence"]]
     asks_any = 1.0 - f[:, col["asks_other"]]
-    extractive = (0.5 * cosine + 0.5 * f[:, col["cos_chunk"]] + 0.05 * f[:, col["overlap_sentence"]]
-                  + 0.02 * asks_any * f[:, col["typed"]])
+    extractive = ((1 - w.context_weight) * cosine + w.context_weight * f[:, col["cos_chunk"]]
+                  + w.lexical_weight * f[:, col["overlap_sentence"]]
+                  + w.type_bonus * asks_any * f[:, col["typed"]])
     return {"e5 cosine": cosine, "extractive score (rules)": extractive}
 
 
