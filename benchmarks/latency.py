@@ -3,6 +3,7 @@ to the floor neither can go below (embedding the question alone), measured in th
 question by question, in turn (so a change of machine load hits all three alike).
 
     python benchmarks/latency.py [--corpus seeds] [--questions eval/questions.jsonl] [--repeat 3]
+                                 [--precision int8|fp32]
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rag.assistant import Assistant  # noqa: E402
+from rag.config import PRECISIONS, IndexSettings  # noqa: E402
 from rag.extractive import ExtractiveAnswerer  # noqa: E402
 from rag.reader.answerer import ReaderAnswerer  # noqa: E402
 
@@ -32,12 +34,16 @@ def main() -> None:
     parser.add_argument("--questions", type=Path, default=ROOT / "eval" / "questions.jsonl")
     parser.add_argument("--index", type=Path, default=None)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--precision", choices=PRECISIONS, default=IndexSettings.precision,
+                        help="how the bundled encoder runs (another precision: another index)")
     args = parser.parse_args()
     questions = [json.loads(line)["question"] for line in
                  args.questions.read_text(encoding="utf-8").splitlines() if line.strip()]
     reader = ReaderAnswerer()
     extractive = ExtractiveAnswerer()
-    assistant = Assistant(args.corpus, args.index, answerer=reader)
+    assistant = Assistant(args.corpus, args.index, IndexSettings(precision=args.precision),
+                          answerer=reader)
+    print(f"encoder precision {args.precision}")
     assistant.ask(questions[0])  # warm up
     timings: dict[str, list[float]] = {"embed question only": [], "ask, extractive": [],
                                        "ask, reader": []}

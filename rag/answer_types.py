@@ -47,6 +47,18 @@ _ASKS_SPEECH = re.compile(r"^(?:qu'|que |what (?:did|does|do) ).{0,60}?\b(?:dit|
 _REPORTED_SPEECH = re.compile(r"[«»“”\"]|\b(?:déclar|dit\b|affirm|répond|ajout|estim|soulign|"
                               r"expliqu|indiqu|assur|annonc|précis|réitér|insist|averti|prévenu)")
 _TOKENS = re.compile(r"[^\W_][\w-]*|[^\w\s]", re.UNICODE)
+#: Markup pasted with a question ("<script>alert(1)</script> Quel est ...") is not part of what it
+#: names: elements whose content is never prose go whole, other tags and comments go and leave
+#: their text. Only tag-shaped text counts ("a < b > c" stays).
+_HIDDEN_ELEMENTS = re.compile(r"<(script|style|noscript|template)\b[^>]*>.*?(?:</\1\s*>|$)",
+                              re.IGNORECASE | re.DOTALL)
+_TAGS = re.compile(r"<!--.*?(?:-->|$)|</?[A-Za-z][^<>]*>", re.DOTALL)
+#: Question words are capitalised whenever they open a sentence, which need not be the text's
+#: first word (after markup, a quote, "Bonjour."): they are never names.
+_QUESTION_WORDS = frozenset("""
+quel quelle quels quelles qui que quoi quand où ou comment combien pourquoi lequel laquelle
+lesquels lesquelles est-ce qu'est-ce what who whom whose when where which why how
+""".split())
 
 def expected_type(question: str) -> str:
     """What the question asks for: "number", "money", "date", "when", "name", "speech" (what
@@ -61,15 +73,24 @@ def expected_type(question: str) -> str:
     return ""
 
 
+def strip_markup(text: str) -> str:
+    """``text`` without HTML tags, comments and script or style elements (each becomes a space)."""
+    if "<" not in text:
+        return text
+    return _TAGS.sub(" ", _HIDDEN_ELEMENTS.sub(" ", text))
+
+
 def names_in(text: str) -> list[tuple[str, ...]]:
     """The names of ``text``: runs of capitalised words ("Mark Rutte", "La Haye"), leaving out
-    its first word (capitalised anyway). Treating "Mark Rutte" as one name lets "M. Rutte" or a
-    question about "Rutte" count as the same person."""
-    tokens = _TOKENS.findall(text.replace("’", "'"))
+    its first word (capitalised anyway), any markup, and question words ("Quel"). Treating
+    "Mark Rutte" as one name lets "M. Rutte" or a question about "Rutte" count as the same
+    person."""
+    tokens = _TOKENS.findall(strip_markup(text).replace("’", "'"))
     names: list[tuple[str, ...]] = []
     run: list[str] = []
     for i, token in enumerate(tokens):
-        if i > 0 and len(token) > 1 and token[:1].isupper():
+        if (i > 0 and len(token) > 1 and token[:1].isupper()
+                and token.lower() not in _QUESTION_WORDS):
             run.append(token)
             continue
         if run:

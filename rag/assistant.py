@@ -1,7 +1,12 @@
 """The one entry point the CLI, the chat UI and the evaluation use.
 
 ``Assistant(corpus, index_dir).ask(question, history)`` updates the index when the corpus changed
-(once, at start), loads the model once, and answers with cited sentences or abstains.
+(at start, and again at each ``refresh``), loads the model once, and answers with cited sentences
+or abstains.
+
+The loaded ``Index`` is never changed in place: ``refresh`` builds and loads a new one and swaps it
+in with one assignment, and every question reads ``self.index`` once and uses only that snapshot,
+so a question that started before a swap finishes on the index it started with.
 
 A question goes: retrieval (``rank``) -> passages -> optional ``Reranker`` -> ``Answerer`` -> Answer.
 The answerer and the reranker are parameters, so another way of reading the passages plugs in
@@ -23,7 +28,7 @@ from .config import ANSWERERS, DEFAULT_CORPUS, IndexSettings, SearchSettings, de
 from .embedder import Embedder, load_embedder
 from .errors import IndexStoreError, QuestionError
 from .extractive import ExtractiveAnswerer
-from .index import BuildReport, Index, load_index, update_index
+from .index import BuildReport, Index, current_build, load_index, update_index
 from .language import is_english, is_follow_up
 from .records import Answer, Passage
 from .rerank import Reranker, rerank
@@ -95,30 +100,86 @@ class Assistant:
         self.index: Index = index
         # After the index: a corpus or index problem is reported before a reader problem.
         self.answerer: Answerer = answerer or make_answerer(search)
+        #: The build folder ``self.index`` was loaded from (read before loading: a build that
+        #: lands meanwhile only causes one more load at the next refresh).
+        self.build: str | None = self._build_name()
+        self._refresh_lock = threading.Lock()
 
     def _model(self) -> Embedder:
         """The embedding model, loaded on first need and never twice."""
         with self._lock:
             if self._embedder is None:
-                self._embedder = load_embedder(self.index_settings.model)
+                self._embedder = load_embedder(self.index_settings.model,
+                                                self.index_settings.precision)
             return self._embedder
 
     @property
     def embedder(self) -> Embedder:
         return self._model()
 
-    def status(self) -> dict:
-        """What the index holds, for the UI's status line."""
-        manifest = self.index.manifest
+    def status(self, index: Index | None = None) -> dict:
+        """What the index (``index``, or the current one) holds, for the UI's status line.
+
+        ``folder`` is the corpus folder's name alone: what a page may show without telling
+        visitors where the documents sit on the server (``corpus`` is the path as given)."""
+        manifest = (self.index if index is None else index).manifest
         return {"files": manifest["counts"]["files"], "chunks": manifest["counts"]["chunks"],
                 "model": manifest["model"]["name"], "built": manifest["created"],
-                "corpus": str(self.corpus)}
+                "corpus": str(self.corpus), "folder": self.corpus.resolve().name}
+
+    def _build_name(self) -> str | None:
+        build = current_build(self.index_dir)
+        return build.name if build is not None else None
+
+    def refresh(self) -> BuildReport | None:
+        """Bring the index up to date with the corpus folder and swap the new one in.
+
+        Returns the build report when another index is now in use (built here, or by another
+        process writing the same index folder), None when nothing changed. Raises what
+        ``update_index`` or ``load_index`` raise, and then leaves the current index in use: a
+        failed update must not take answering down. Questions in flight keep their snapshot.
+        """
+        with self._refresh_lock:  # one refresh at a time; questions never wait for it
+            report = update_index(self.corpus, self.index_dir, self.index_settings, self._model)
+            build = self._build_name()
+            if build == self.build:
+                return None
+            index = load_index(self.index_dir)
+            if index is None:
+                raise IndexStoreError(f"no index at {self.index_dir} any more")
+            self.index, self.build, self.report = index, build, report  # the swap
+            return report
 
     def clean_question(self, question: str) -> str:
-        """The question stripped and cut to what the model reads; blank ones are refused."""
-        if not isinstance(question, str) or not question.strip():
+        """The question as the model should read it, or QuestionError saying why it cannot be.
+
+        Refused: anything but text (the Python API takes any object), text holding bytes that were
+        not UTF-8 (a shell passes them on as lone surrogates, which no tokenizer or JSON output
+        can carry), and a question left blank once control characters (tabs, line breaks, escape
+        codes) become spaces and invisible ones (zero-width spaces and joiners, byte order marks,
+        direction marks) are removed. White space is collapsed, and a long question is cut to what
+        the model reads.
+        """
+        import unicodedata
+
+        if not isinstance(question, str):
+            raise QuestionError(f"the question must be text, not {type(question).__name__}")
+        try:
+            question.encode("utf-8")
+        except UnicodeEncodeError:
+            raise QuestionError("the question holds bytes that are not valid UTF-8; retype it "
+                                "(or set the terminal to UTF-8)") from None
+        invisible = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"}  # blank-looking letters
+        visible = []
+        for char in question:
+            category = unicodedata.category(char)
+            if category == "Cc":
+                visible.append(" ")
+            elif category not in ("Cf", "Co") and char not in invisible:
+                visible.append(char)
+        question = " ".join("".join(visible).split())
+        if not question:
             raise QuestionError("the question is empty; type a question")
-        question = " ".join(question.split())
         limit = self.search.max_question_chars
         if len(question) > limit:
             log.warning("question cut from %d to %d characters (the model reads no more)",
@@ -128,41 +189,49 @@ class Assistant:
 
     def retrieve(self, question: str, history: Sequence = (), retriever: str | None = None,
                  exclude_sources: Collection[str] = (),
-                 query_vector: np.ndarray | None = None) -> tuple[AnswerContext, list[Passage]]:
+                 query_vector: np.ndarray | None = None,
+                 index: Index | None = None) -> tuple[AnswerContext, list[Passage]]:
         """The passages for a cleaned ``question`` (reranked when a reranker is set) and what an
         answerer needs besides them. ``query_vector`` skips embedding (training embeds many
-        questions in one batch)."""
+        questions in one batch). ``index`` is the snapshot to search (default: the current
+        index, read once here); the context carries it, so the answerer reads the same one."""
+        index = self.index if index is None else index
         settings = replace(self.search, retriever=retriever) if retriever else self.search
         query = retrieval_query(question, history)
         if query_vector is None:  # the answerers always need it, whatever the retriever
             query_vector = self.embedder.encode_queries([query])[0]
-        ranking = rank(self.index, query, query_vector, settings.retriever, settings)
+        ranking = rank(index, query, query_vector, settings.retriever, settings)
         if exclude_sources:
             hidden = {exclude_sources} if isinstance(exclude_sources, str) else set(exclude_sources)
-            ranking = ranking.without(self.index, hidden)
+            ranking = ranking.without(index, hidden)
         shown = max(settings.top_k, settings.rerank_depth if self.reranker else 0)
-        passages = [self._passage(chunk_id, score)
+        passages = [self._passage(index, chunk_id, score)
                     for chunk_id, score in zip(ranking.ids[:shown], ranking.scores)]
         if self.reranker is not None:
             passages = rerank(self.reranker, query, passages, settings.rerank_depth)
-        context = AnswerContext(self.index, query, query_vector, settings, is_english(question))
+        context = AnswerContext(index, query, query_vector, settings, is_english(question))
         return context, passages[:settings.top_k]
 
     def ask(self, question: str, history: Sequence = (), retriever: str | None = None,
-            exclude_sources: Collection[str] = ()) -> Answer:
+            exclude_sources: Collection[str] = (), index: Index | None = None) -> Answer:
         """Answer ``question``, using ``history`` (earlier turns) only to understand follow-ups.
 
         ``exclude_sources`` (file paths relative to the corpus) are left out of the search: the
         evaluation hides the files that answer a question to check the assistant then abstains.
+        ``index`` is the snapshot to answer from (default: the current index, read once here);
+        the chat passes the one it also uses to link the citations to their file versions.
         """
         started = time.perf_counter()
+        index = self.index if index is None else index  # one snapshot per question, whatever refresh does meanwhile
         question = self.clean_question(question)
-        context, passages = self.retrieve(question, history, retriever, exclude_sources)
+        context, passages = self.retrieve(question, history, retriever, exclude_sources,
+                                          index=index)
         draft = self.answerer.answer(question, passages, context)
         elapsed_ms = (time.perf_counter() - started) * 1000
         return Answer(question, draft.text, draft.abstained, draft.citations, passages,
                       elapsed_ms, draft.support, draft.reason, draft.threshold)
 
-    def _passage(self, chunk_id: str, score: float) -> Passage:
-        chunk = self.index.chunk(chunk_id)
+    @staticmethod
+    def _passage(index: Index, chunk_id: str, score: float) -> Passage:
+        chunk = index.chunk(chunk_id)
         return Passage(chunk.id, chunk.source, chunk.start_line, chunk.end_line, chunk.text, score)

@@ -12,8 +12,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from .config import (ANSWERERS, DEFAULT_CORPUS, RETRIEVERS, IndexSettings, SearchSettings,
-                     default_index_dir, set_offline_environment)
+from .config import (ANSWERERS, DEFAULT_CORPUS, PRECISIONS, RETRIEVERS, IndexSettings,
+                     SearchSettings, default_index_dir, set_offline_environment)
 from .errors import RagError, UserError
 
 EXIT_USAGE = 2
@@ -27,6 +27,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=IndexSettings.model,
                         help="embedding model: the bundled multilingual-e5-small, a local folder "
                              "or a sentence-transformers name in the local cache")
+    parser.add_argument("--precision", choices=PRECISIONS, default=IndexSettings.precision,
+                        help="how the bundled model runs: int8 (ONNX Runtime, default, faster) "
+                             "or fp32 (PyTorch); other models run as they are")
 
 
 def _answering(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: local only)")
     p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--watch", action=argparse.BooleanOptionalAction, default=True,
+                   help="follow changes to the corpus folder while the chat runs: changed "
+                        "files are indexed again and answered from within seconds (default: on)")
     _answering(p)
 
     p = sub.add_parser("eval", help="run the evaluation question set")
@@ -100,18 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _assistant(args: argparse.Namespace, progress: bool):
     from .assistant import Assistant
-    return Assistant(args.corpus, args.index, IndexSettings(model=args.model),
+    return Assistant(args.corpus, args.index, IndexSettings(model=args.model, precision=args.precision),
                      search_settings(args), progress=progress)
 
 
 def cmd_index(args: argparse.Namespace) -> int:
     from .embedder import load_embedder
     from .index import update_index
-    settings = IndexSettings(model=args.model)
+    settings = IndexSettings(model=args.model, precision=args.precision)
     index_dir = args.index or default_index_dir(args.corpus)
-    report = update_index(args.corpus, index_dir, settings, lambda: load_embedder(args.model),
+    report = update_index(args.corpus, index_dir, settings, lambda: load_embedder(args.model, args.precision),
                           rebuild=args.rebuild, progress=sys.stderr.isatty())
-    if report.reason:
+    if report.reason and not report.repaired:  # a repair was already announced as a warning
         print(f"full rebuild: {report.reason}", file=sys.stderr)
     if args.json:
         print(json.dumps(report.to_json()))
@@ -142,7 +148,17 @@ def cmd_chat(args: argparse.Namespace) -> int:
     assistant = _assistant(args, progress=sys.stderr.isatty())
     assistant.embedder  # load the model before the first visitor, not during their question
     from ui.app import serve
-    serve(assistant, host=args.host, port=args.port)
+
+    from .watch import CorpusWatcher, describe
+    watcher = None
+    if args.watch:
+        watcher = CorpusWatcher(assistant, lambda report: print(describe(report), flush=True))
+        watcher.start()
+    try:
+        serve(assistant, host=args.host, port=args.port)
+    finally:
+        if watcher is not None:
+            watcher.stop()
     return 0
 
 
@@ -157,7 +173,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json is not None and args.json.is_dir():
         raise UserError(f"--json {args.json} is a folder; give a file name")
     result = runner.run_eval(args.corpus, questions, retrievers, index_dir=args.index,
-                             model=args.model, limit=args.limit, progress=True,
+                             model=args.model, precision=args.precision, limit=args.limit,
+                             progress=True,
                              search=search_settings(args), split=args.split)
     result["run"]["command"] = shlex.join(["rag", *args.argv])
     print(runner.summary(result))
@@ -188,6 +205,24 @@ def cmd_train_reader(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Options that name files or folders.
+PATH_OPTIONS = ("corpus", "index", "questions", "json", "bench", "out", "work")
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse a path that is not valid UTF-8 (the shell passes such bytes on; Python carries them
+    as lone surrogates): the index records its corpus and files as UTF-8 text and could not."""
+    for option in PATH_OPTIONS:
+        value = getattr(args, option, None)
+        if isinstance(value, Path):
+            try:
+                str(value).encode("utf-8")
+            except UnicodeEncodeError:
+                shown = repr(bytes(value))
+                raise UserError(f"--{option} {shown} is not valid UTF-8; rename it or use a "
+                                "symlink with a UTF-8 name") from None
+
+
 COMMANDS = {"index": cmd_index, "ask": cmd_ask, "chat": cmd_chat, "eval": cmd_eval,
             "train-reader": cmd_train_reader}
 
@@ -200,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s: %(message)s")
     try:
+        check_paths(args)
         return COMMANDS[args.command](args)
     except RagError as exc:
         print(f"rag: error: {exc}", file=sys.stderr)

@@ -23,8 +23,23 @@ DEFAULT_CORPUS = PROJECT_ROOT / "seeds"
 #: or local folder can be given instead.
 DEFAULT_MODEL = "multilingual-e5-small"
 
+#: How the bundled model runs: "int8" (ONNX Runtime, int8 weights: about 4x faster per question
+#: and 2x per indexed text on 2 cores, vectors within 0.997 cosine of fp32; see rag/int8.py and
+#: benchmarks/RESULTS.md) or "fp32" (PyTorch, the original weights). Other models run as they are.
+PRECISIONS = ("int8", "fp32")
+DEFAULT_PRECISION = "int8"
+
 #: File kinds read from a corpus folder.
 CORPUS_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
+
+#: Seconds a build of an index (``rag index``, or ``rag ask``/``chat``/``eval`` bringing it up to
+#: date) waits for another build of the same index to finish before it gives up with an error.
+#: One writer at a time keeps two builds from deleting each other's work; ten minutes covers an
+#: update of a large corpus on a laptop, and a wait that long means the other build is stuck or
+#: far bigger, which the user should hear about rather than wait on silently.
+LOCK_TIMEOUT_SECONDS = 600.0
+#: Environment variable that overrides :data:`LOCK_TIMEOUT_SECONDS` (seconds; 0 = do not wait).
+LOCK_TIMEOUT_ENV = "RAG_LOCK_TIMEOUT"
 
 
 def set_offline_environment() -> None:
@@ -67,6 +82,9 @@ class IndexSettings:
     """What decides the content of an index; recorded in the manifest."""
 
     model: str = DEFAULT_MODEL
+    #: How the bundled model runs (see PRECISIONS); int8 and fp32 vectors differ slightly, so a
+    #: change rebuilds the index.
+    precision: str = DEFAULT_PRECISION
     #: Characters per chunk. Measured on the seeds and PIAF (see README "Choices"): paragraph-sized
     #: chunks win; 1,000+ characters blur which sentence matched, 300 cuts paragraphs apart.
     chunk_size: int = 800

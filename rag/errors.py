@@ -32,3 +32,20 @@ class IndexStoreError(RagError):
 
 class ReaderError(RagError):
     """The shipped reader weights are missing or do not match their checksum."""
+
+
+class IndexDamagedError(IndexStoreError):
+    """The index folder is damaged (``CURRENT``, the manifest or a data file cannot be used).
+
+    ``rag index`` rebuilds such an index from scratch, with a warning; ``problem`` says what was
+    found, for that warning.
+    """
+
+    def __init__(self, index_dir: object, problem: str) -> None:
+        super().__init__(f"index at {index_dir} is damaged ({problem}); run `rag index --rebuild`")
+        self.index_dir = index_dir
+        self.problem = problem
+
+
+class IndexBusyError(IndexStoreError):
+    """Another build of the same index held its lock for longer than the wait allowed."""

@@ -104,14 +104,20 @@ def test_off_topic_questions_abstain_in_the_question_language(fake_assistant, qu
     assert answer.passages  # the closest passages are still shown
 
 
-@pytest.mark.parametrize("blank", ["", "   ", "\n\t", None])
+@pytest.mark.parametrize("blank", ["", "   ", "\n\t", "\x00\x01\x7f", "\u200b\u200d\ufeff"])
 def test_blank_question_is_refused(fake_assistant, blank):
     with pytest.raises(ValueError, match="empty"):
         fake_assistant.ask(blank)
 
 
+@pytest.mark.parametrize("not_text", [None, 42, b"Quel pays ?", ["Quel pays ?"]])
+def test_a_question_that_is_not_text_is_refused_as_such(fake_assistant, not_text):
+    with pytest.raises(ValueError, match="must be text"):
+        fake_assistant.ask(not_text)
+
+
 @pytest.mark.parametrize("odd", ["???", "😀😀", "et le la ?", "<script>alert(1)</script>",
-                                 "\x00\x01\x7f", "a", "1 2 3", "'; DROP TABLE chunks; --"])
+                                 "a", "1 2 3", "'; DROP TABLE chunks; --"])
 def test_odd_input_abstains_instead_of_failing(fake_assistant, odd):
     answer = fake_assistant.ask(odd)
     assert answer.abstained and not answer.citations

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import random
 from pathlib import Path
 
 import pytest
 
 from rag.chunking import split_document
 from rag.config import IndexSettings
-from rag.corpus import (CorpusError, boilerplate_lines, html_to_text, load_corpus,
-                        read_document)
+from rag.corpus import (CorpusError, boilerplate_lines, content_hash, decode_text,
+                        display_name, html_to_text, load_corpus, looks_binary, read_document,
+                        scan_corpus)
 
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 MIN_WORDS = IndexSettings().min_words
@@ -109,3 +112,53 @@ def test_corpus_files_are_never_modified(tmp_path):
 
 def test_html_to_text_keeps_paragraph_breaks():
     assert html_to_text("<p>Un.</p><p>Deux.</p>") == "Un.\n\nDeux.\n"
+
+
+# --------------------------------------------------------------------------- odd files
+
+
+def test_text_detection_rejects_binary_without_nul_and_keeps_real_text():
+    rng = random.Random(5)
+    random_bytes = bytes(rng.randrange(1, 256) for _ in range(50_000))  # no NUL byte at all
+    control_ascii = bytes(rng.randrange(1, 128) for _ in range(50_000))  # valid UTF-8
+    high_bytes = bytes(rng.randrange(128, 256) for _ in range(50_000))  # accented-letter soup
+    for data in (random_bytes, control_ascii, high_bytes):
+        assert decode_text(data)[0] is None
+    french = "Le secrétaire général a exigé 5 % du PIB — « c'est non négociable », a-t-il dit.\n"
+    for data, encoding in ((french.encode("utf-8"), ""), (french.encode("cp1252"), "cp1252"),
+                           (("\ufeff" + french).encode("utf-8"), "")):
+        text, note = decode_text(data * 100)
+        assert text is not None and text.lstrip("\ufeff").startswith("Le secrétaire général")
+        assert (encoding in note) if encoding else note == ""
+    # A few control characters (a form feed, an escape sequence) do not make text binary.
+    assert decode_text(("\x1b[1mTitre\x1b[0m\f\n" + french * 20).encode())[0] is not None
+
+
+def test_binary_looking_large_file_is_judged_on_a_sample():
+    """Only the start and the end are looked at: a 20 MB file costs no more to judge."""
+    body = "Une phrase ordinaire du texte, assez longue pour compter.\n" * 400_000
+    assert not looks_binary(body)
+    assert looks_binary(body[:40_000] + "\x01\x02\x03\x04" * 10_000)
+
+
+def test_scanning_hashes_bytes_and_names_what_it_skips(tmp_path, caplog):
+    (tmp_path / "a.txt").write_bytes(b"Une phrase assez longue pour le test.\n")
+    (tmp_path / "lien.md").symlink_to("absent.md")
+    with open(os.path.join(os.fsencode(tmp_path), b"caf\xe9.txt"), "wb") as f:
+        f.write(b"Un nom de fichier en Latin-1, pas en UTF-8.\n")
+    (tmp_path / "dossier.txt").mkdir()  # a folder named like a document is a folder
+    (tmp_path / "dossier.txt" / "dedans.txt").write_text("Une phrase dans un dossier.\n")
+    with caplog.at_level(logging.WARNING):
+        scanned = scan_corpus(tmp_path)
+    assert [f.source for f in scanned] == ["a.txt", "dossier.txt/dedans.txt"]
+    assert scanned[0].hash == content_hash((tmp_path / "a.txt").read_bytes())
+    assert "b'caf\\xe9.txt'" in caplog.text and "rename" in caplog.text
+    assert "lien.md" in caplog.text and "cannot read" in caplog.text
+    assert [d.source for d in load_corpus(tmp_path, MIN_WORDS)] == ["a.txt",
+                                                                    "dossier.txt/dedans.txt"]
+
+
+def test_display_name_keeps_messages_on_one_line():
+    assert display_name("fromages/camembert.md") == "fromages/camembert.md"
+    assert display_name("bad\udcffname.txt") == "b'bad\\xffname.txt'"
+    assert display_name("deux\nlignes.txt") == "'deux\\nlignes.txt'"

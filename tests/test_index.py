@@ -8,6 +8,7 @@ and that the vectors it reuses equal the ones it computes afresh.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import random
 import signal
@@ -22,6 +23,7 @@ from conftest import SEEDS, assert_one_line_error, write_tiny_corpus
 from fake_embedder import FAKE_MODEL, FAKE_SEARCH, FAKE_SETTINGS, FakeEmbedder, build_fake_index
 from rag.assistant import Assistant
 from rag.config import IndexSettings, SearchSettings
+from rag.errors import IndexStoreError
 from rag.index import load_index, update_index
 
 QUESTIONS = ["Où se tiendra le prochain sommet de l'alliance atlantique ?",
@@ -260,19 +262,84 @@ def damage(index: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-def test_damaged_index_is_reported_and_left_alone(tiny_corpus, index, rag_main):
-    snapshot = damage(index)
-    with pytest.raises(Exception, match="rag index --rebuild") as error:
+def test_a_damaged_index_is_reported_by_readers_and_rebuilt_by_the_next_build(tiny_corpus, index,
+                                                                            caplog):
+    """Readers say one line; the next build (``rag index``, or ``rag ask`` updating first) finds
+    the damage from the manifest's recorded sizes alone, warns once and rebuilds from scratch."""
+    damage(index)
+    with pytest.raises(IndexStoreError, match="damaged.*rag index --rebuild"):
         load_index(index)
-    assert type(error.value).__name__ == "IndexStoreError"
-    for command in (["index"], ["ask", "Où se tiendra le sommet ?"]):
-        result = rag_main(*command, "--corpus", tiny_corpus, "--index", index,
-                          "--model", FAKE_MODEL)
-        assert_one_line_error(result, "--rebuild")
-    assert snapshot == {p: p.read_bytes() for p in snapshot}
-    repaired = build_fake_index(tiny_corpus, index, rebuild=True)
-    assert repaired.full_rebuild and repaired.embedded == repaired.chunks
+    with caplog.at_level(logging.WARNING):
+        repaired = build_fake_index(tiny_corpus, index)
+    assert repaired.full_rebuild and repaired.repaired and "damaged" in repaired.reason
+    assert repaired.embedded == repaired.chunks and repaired.reused == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "damaged" in warnings[0] and "rebuilding" in warnings[0]
     assert len(load_index(index).chunks) == repaired.chunks
+    assert build_folders(index) == [current_build(index)]  # the damaged build is gone
+
+
+def test_damage_found_only_when_loading_is_rebuilt_too(tiny_corpus, index):
+    """A data file overwritten with bytes of the same size passes the quick check; an update
+    that must load the index finds it then, and rebuilds."""
+    chunks_file = index / current_build(index) / "chunks.jsonl"
+    chunks_file.write_bytes(b"x" * chunks_file.stat().st_size)
+    with pytest.raises(IndexStoreError, match="damaged"):
+        load_index(index)
+    (tiny_corpus / "new.txt").write_text("Une phrase nouvelle sur les chefs d'État réunis.\n",
+                                         encoding="utf-8")
+    report = build_fake_index(tiny_corpus, index)
+    assert report.repaired and report.embedded == report.chunks
+    assert load_index(index).manifest["counts"]["files"] == 4
+
+
+def test_the_unchanged_check_reads_only_the_manifest(tiny_corpus, index, monkeypatch):
+    """No vector, no BM25 array, no chunk record is loaded and no file is parsed to find that
+    nothing changed: only ``CURRENT``, ``manifest.json`` and the corpus files' bytes are read."""
+    import rag.index
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the unchanged check must not load or parse this")
+
+    for owner, name in ((rag.index.FaissVectorStore, "load"), (rag.index.LexicalIndex, "load"),
+                        (rag.index, "_read_jsonl"), (rag.index, "parse_document"),
+                        (rag.index, "split_document")):
+        monkeypatch.setattr(owner, name, forbidden)
+    report = update_index(tiny_corpus, index, FAKE_SETTINGS,
+                          lambda: pytest.fail("the model must not be loaded"))
+    assert (report.files, report.embedded, report.reused) == (3, 0, report.chunks)
+
+
+def test_an_update_reads_only_the_files_that_changed(tiny_corpus, index, monkeypatch):
+    import rag.index
+    parsed: list[str] = []
+    real = rag.index.parse_document
+
+    def spy(source, data, min_words):
+        parsed.append(source)
+        return real(source, data, min_words)
+
+    monkeypatch.setattr(rag.index, "parse_document", spy)
+    (tiny_corpus / "tour.txt").write_text("Le Tour de France partira de Lille cette année, en "
+                                          "juillet, pour trois semaines.\n", encoding="utf-8")
+    report = build_fake_index(tiny_corpus, index)
+    assert parsed == ["tour.txt"] and report.embedded == 1 and report.reused == report.chunks - 1
+
+
+def test_files_without_text_are_remembered_and_do_not_force_a_build(tiny_corpus, index, caplog):
+    """A binary or empty file is recorded with its hash as skipped: the next run finds the
+    corpus unchanged (and warns again), instead of writing the same index each time."""
+    (tiny_corpus / "blob.txt").write_bytes(bytes(range(1, 256)) * 40)
+    (tiny_corpus / "vide.md").write_text("\n  \n", encoding="utf-8")
+    first = build_fake_index(tiny_corpus, index)
+    assert first.files == 3 and first.embedded == 0
+    assert set(manifest_of(index)["skipped"]) == {"blob.txt", "vide.md"}
+    built = current_build(index)
+    with caplog.at_level(logging.WARNING):
+        again = update_index(tiny_corpus, index, FAKE_SETTINGS,
+                             lambda: pytest.fail("the model must not be loaded"))
+    assert again.embedded == 0 and current_build(index) == built
+    assert "blob.txt" in caplog.text and "vide.md" in caplog.text
 
 
 def test_other_format_version_asks_for_rebuild(tiny_corpus, index, rag_main):

@@ -2,7 +2,9 @@
 
 Asks a French question, checks the fact and a citation marker in the answer, saves
 docs/screenshot.png (embedded in the README), follows the citation and checks the source view
-lights and shows the cited lines. Also checks that markup in a document is shown, never run.
+lights and shows the cited lines. Also checks that markup in a document is shown, never run, and
+that a document dropped into the corpus folder is answered, and counted in the status line,
+without restarting the chat.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -28,6 +31,26 @@ SCREENSHOT = ROOT / "docs" / "screenshot.png"
 QUESTION = "Quel pourcentage du PIB Trump exige-t-il ?"
 FACT = "5 %"
 STARTUP_SECONDS = 180
+#: A document dropped into the corpus while the chat runs, and what it answers.
+DROPPED = "piscine.txt"
+DROPPED_TEXT = ("La piscine municipale rouvre ses bassins le lundi 3 mars après six mois de "
+                "travaux de rénovation.\n")
+DROPPED_QUESTION = "Quand la piscine municipale rouvre-t-elle ses bassins ?"
+
+
+@dataclass
+class RunningChat:
+    url: str
+    output: list[str]  # what `rag chat` printed so far, line by line
+
+
+def wait_until(what: str, probe, seconds: float = 60) -> None:
+    """Poll ``probe`` until it is true; fail after ``seconds``."""
+    end = time.monotonic() + seconds
+    while not probe():
+        if time.monotonic() > end:
+            pytest.fail(f"not seen within {seconds:.0f} s: {what}")
+        time.sleep(0.1)
 
 
 def normalize(text: str) -> str:
@@ -36,8 +59,8 @@ def normalize(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def chat_url(ui_corpus):  # noqa: F811
-    """`rag chat` on a free port, as a user starts it; yields the URL it prints."""
+def chat(ui_corpus):  # noqa: F811
+    """`rag chat` on a free port, as a user starts it; yields the URL it prints and its output."""
     port = free_port()
     command = [sys.executable, "-m", "rag.cli", "chat", "--corpus", str(ui_corpus.root),
                "--index", str(ui_corpus.index), "--port", str(port)]
@@ -63,7 +86,7 @@ def chat_url(ui_corpus):  # noqa: F811
             pytest.fail(f"`rag chat` printed no URL within {STARTUP_SECONDS} s "
                         f"(exit code {process.poll()}):\n{''.join(output)[-3000:]}")
         print(f"rag chat ready in {time.monotonic() - started:.1f} s")
-        yield url[0]
+        yield RunningChat(url[0], output)
     finally:
         process.terminate()
         try:
@@ -87,14 +110,14 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, chat_url):
+def page(browser, chat):
     context = browser.new_context(viewport={"width": 1280, "height": 860}, locale="fr-FR")
     page = context.new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
-    page.goto(chat_url)
+    page.goto(chat.url)
     page.wait_for_selector("#question textarea", timeout=30_000)
     page.dialogs = dialogs  # type: ignore[attr-defined]
     page.requested = requested  # type: ignore[attr-defined]
@@ -131,7 +154,7 @@ def test_ask_read_answer_and_follow_the_citation(page):
 
     link = answer.locator("a.cite").first
     href = link.get_attribute("href")
-    assert href and href.startswith("/source/") and "#L" in href
+    assert href and href.startswith("/source/") and "?v=" in href and "#L" in href
     with page.context.expect_page() as opened:
         link.click()
     source = opened.value
@@ -176,3 +199,31 @@ def test_example_click_asks_it_and_blank_question_gets_a_notice(page):
     page.get_by_role("button", name="Nouvelle conversation").click()
     expect(bot).to_have_count(0)
     expect(page.get_by_text(EXAMPLES[0], exact=True)).to_be_visible()
+
+
+def test_a_dropped_document_is_answered_and_counted(page, chat, ui_corpus):  # noqa: F811
+    """The status line names the corpus folder (never its path), and follows the index: a file
+    dropped into the folder is answered, and counted, without restarting the chat."""
+    from playwright.sync_api import expect
+
+    status = page.locator("#status")
+    expect(status).to_contain_text("Index de « corpus » : ")
+    assert str(ui_corpus.root) not in page.content()
+    files = int(re.search(r"(\d+) fichiers", status.inner_text()).group(1))
+    dropped = ui_corpus.root / DROPPED
+    printed = len(chat.output)
+    dropped.write_text(DROPPED_TEXT, encoding="utf-8")
+    try:
+        wait_until("the chat prints the update", lambda: any(
+            line.startswith(f"index updated: {files + 1} files") for line in chat.output[printed:]))
+        ask(page, DROPPED_QUESTION)
+        answer = page.locator("#chat [data-testid='bot']").last
+        assert "3 mars" in normalize(answer.inner_text())
+        href = answer.locator("a.cite").first.get_attribute("href")
+        assert href.startswith(f"/source/{DROPPED}?v=")
+        expect(status).to_contain_text(f"{files + 1} fichiers")
+    finally:
+        printed = len(chat.output)
+        dropped.unlink()
+        wait_until("the chat prints the removal", lambda: any(
+            line.startswith(f"index updated: {files} files") for line in chat.output[printed:]))

@@ -1,16 +1,20 @@
 """The chat UI: a Gradio app mounted in a FastAPI app that also serves the source view.
 
 ``serve(assistant, host, port)`` is what ``rag chat`` calls; ``build_app(assistant)`` returns the
-FastAPI app so tests can run it in-process. One ``Assistant`` (one index, one model in memory) is
-built before the server starts and shared by every visitor; Gradio's queue runs up to
-``CONCURRENCY`` questions at once, each in its own worker thread, with no shared mutable state
-between requests (the conversation lives in each browser session's ``gr.State``).
+FastAPI app so tests can run it in-process. One ``Assistant`` (one model in memory) is built
+before the server starts and shared by every visitor; Gradio's queue runs up to ``CONCURRENCY``
+questions at once, each in its own worker thread, with no shared mutable state between requests
+(the conversation lives in each browser session's ``gr.State``). The assistant's index may be
+replaced while the chat runs (``rag.watch``): each question reads it once and answers, links its
+citations and reports the status line from that one snapshot.
 
 Routes:
 - ``/``: the chat (Gradio).
-- ``/source/<file>?lines=12-14#L12``: a corpus file with the cited lines lit (``ui.source_view``).
+- ``/source/<file>?v=<version>&lines=12-14#L12``: an indexed file with the cited lines lit
+  (``ui.source_view``).
 - Gradio API ``/ask``: ``question`` and optional ``history`` -> the answer JSON, each citation with
-  the ``url`` of its source view.
+  the ``url`` of its source view; ``/status``: what the index in use holds.
+- Gradio's routes that take files or input the chat never uses are closed (``ui.guard``).
 """
 from __future__ import annotations
 
@@ -19,9 +23,10 @@ from rag.config import set_offline_environment
 # No network here, and no telemetry wanted anywhere: before gradio is imported.
 set_offline_environment()
 
-import json  # noqa: E402
+import ipaddress  # noqa: E402
 import logging  # noqa: E402
 import socket  # noqa: E402
+import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gradio as gr  # noqa: E402
@@ -30,7 +35,10 @@ from fastapi import FastAPI  # noqa: E402
 
 from rag.assistant import Assistant  # noqa: E402
 from rag.errors import QuestionError  # noqa: E402
+from rag.index import Index  # noqa: E402
 
+from .api_input import InputError, is_blank, parse_history, question_text  # noqa: E402
+from .guard import ClosedRoutes  # noqa: E402
 from .render import (answer_html, notice_html, question_html, sources_html,  # noqa: E402
                      status_html, with_urls)
 from .source_view import source_router  # noqa: E402
@@ -57,10 +65,14 @@ EXAMPLES = [
 ]
 
 EMPTY_MESSAGE = "Question vide : tapez une question."
+INVALID_MESSAGE = ("Question illisible : elle contient des caractères qui ne sont pas du texte "
+                   "Unicode valide.")
 ERROR_MESSAGE = ("Erreur interne : la question n'a pas pu être traitée "
                  "(détails dans le journal du serveur).")
 
 CSS = """
+.app-header { gap: 0 !important; }
+#status .html-container { padding-top: 0 !important; }
 .app-header h1 { margin: 0 0 .2rem; font-size: 1.6rem; }
 .app-header p { margin: 0; color: var(--body-text-color-subdued); }
 .status-line { font-size: .85rem; color: var(--body-text-color-subdued); margin-top: .4rem; }
@@ -119,25 +131,13 @@ def last_answer(turns: list[dict]) -> dict | None:
     return next((t["answer"] for t in reversed(turns) if t["answer"] is not None), None)
 
 
-def parse_history(history: Any) -> list:
-    """The API's ``history``: a list of messages or strings, a JSON string of one, or nothing.
-
-    A string that is not JSON is taken as one earlier question, which is what a hand-written
-    call most likely means.
-    """
-    if history is None or history == "":
-        return []
-    if isinstance(history, str):
-        try:
-            history = json.loads(history)
-        except json.JSONDecodeError:
-            return [history]
-        if isinstance(history, str):
-            return [history]
-    if isinstance(history, (list, tuple)):
-        return list(history)
-    raise gr.Error("history must be a list of {role, content} messages or of strings",
-                   print_exception=False)
+def refusal(question: Any, error: Exception) -> str:
+    """The chat's notice for a question it will not ask: blank, not text, or refused."""
+    if isinstance(error, InputError):
+        return INVALID_MESSAGE
+    if isinstance(question, str) and is_blank(question):
+        return EMPTY_MESSAGE
+    return f"Question refusée : {error}"
 
 
 # --- app ----------------------------------------------------------------------------------
@@ -170,22 +170,42 @@ class Chat:
         self._conversation[self._session(request)] = self._current(request) + 1
         return [], [], sources_html(None)
 
-    def answer(self, question: str, history: list) -> dict:
-        """Ask and return the API JSON; QuestionError passes through, so callers can word it."""
-        return with_urls(self.assistant.ask(question, history=history).to_json())
+    def answer(self, question: str, history: list) -> tuple[dict, Index]:
+        """Ask and return the API JSON and the index that answered; QuestionError passes
+        through, so callers can word it.
+
+        One snapshot of the index serves the whole question: the answer, the versions its
+        links carry, and the status line shown with it, even if the index is swapped meanwhile.
+        """
+        index = self.assistant.index
+        answer = self.assistant.ask(question, history=history, index=index)
+        files = index.manifest["files"]
+        versions = {item.source: files[item.source]["hash"]
+                    for item in (*answer.citations, *answer.passages)}
+        return with_urls(answer.to_json(), versions), index
+
+    def status_line(self, index: Index | None = None) -> str:
+        """The status line's HTML for ``index`` (default: the index in use)."""
+        return status_html(self.assistant.status(index))
+
+    def status(self) -> dict:
+        """What the index in use holds: files, chunks, model, build time and the corpus folder's
+        name (never its path on the server)."""
+        return {key: value for key, value in self.assistant.status().items() if key != "corpus"}
 
     def add_question(self, question: str, turns: list[dict], request: gr.Request = None) -> tuple:
         """Show the question at once (answering takes a moment) and clear the box.
 
-        A blank question is refused here with a notice, without reaching the queue.
+        A blank question (or one that is not valid text) is refused here with a notice, without
+        reaching the queue; it is not echoed, since it may not even be encodable.
         """
         turns = list(turns or [])
         try:
-            self.assistant.clean_question(question)
+            self.assistant.clean_question(question_text(question))
             turns.append({"question": question, "answer": None, "notice": None, "pending": True,
                           "conversation": self._current(request)})
-        except QuestionError:
-            turns.append({"question": "", "answer": None, "notice": EMPTY_MESSAGE,
+        except (InputError, QuestionError) as exc:
+            turns.append({"question": "", "answer": None, "notice": refusal(question, exc),
                           "pending": False})
         return chat_messages(turns), turns, ""
 
@@ -197,19 +217,21 @@ class Chat:
         """
         turns = list(turns or [])
         if not turns or not turns[-1]["pending"]:
-            return gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         turn = dict(turns[-1], pending=False)
+        index = None
         try:
-            turn["answer"] = self.answer(turn["question"], history_for(turns[:-1]))
+            turn["answer"], index = self.answer(turn["question"], history_for(turns[:-1]))
         except QuestionError as exc:
             turn["notice"] = f"Question refusée : {exc}"
         except Exception:  # one bad question must not take the chat down
             log.exception("error while answering %r", turn["question"])
             turn["notice"] = ERROR_MESSAGE
         if turn.get("conversation") != self._current(request):
-            return gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         turns[-1] = turn
-        return chat_messages(turns), turns, sources_html(last_answer(turns))
+        return (chat_messages(turns), turns, sources_html(last_answer(turns)),
+                self.status_line(index))
 
     def ask(self, question: str, history: list | str | None = None) -> dict:
         """Answer `question` with cited sentences from the corpus.
@@ -219,11 +241,9 @@ class Chat:
         Returns the answer JSON; each citation has the `url` of its source view on this server.
         """
         try:
-            return self.answer(question, parse_history(history))
-        except QuestionError as exc:
+            return self.answer(question_text(question), parse_history(history))[0]
+        except (InputError, QuestionError) as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        except gr.Error:
-            raise
         except Exception:
             log.exception("error while answering %r", question)
             raise gr.Error("internal error while answering; see the server log",
@@ -239,8 +259,11 @@ def build_blocks(assistant: Assistant) -> gr.Blocks:
     """The Gradio UI and the ``/ask`` API endpoint, bound to one shared assistant."""
     chat = Chat(assistant)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
-        gr.HTML(f"<h1>{TITLE}</h1><p>{SUBTITLE}</p>{status_html(assistant.status())}",
-                js_on_load=None, elem_classes="app-header")
+        with gr.Column(elem_classes="app-header"):
+            gr.HTML(f"<h1>{TITLE}</h1><p>{SUBTITLE}</p>", js_on_load=None)
+            # Filled at each page load and after each answer: the index may change while the
+            # chat runs, and a page kept open must not go on showing the one it was opened with.
+            status = gr.HTML(chat.status_line(), js_on_load=None, elem_id="status")
         turns = gr.State([])
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
@@ -265,7 +288,8 @@ def build_blocks(assistant: Assistant) -> gr.Blocks:
         # the model's concurrency group with the API).
         shown = dict(fn=chat.add_question, inputs=[question, turns],
                      outputs=[chatbot, turns, question], queue=False, api_visibility="private")
-        answered = dict(fn=chat.answer_last, inputs=[turns], outputs=[chatbot, turns, sources],
+        answered = dict(fn=chat.answer_last, inputs=[turns],
+                        outputs=[chatbot, turns, sources, status],
                         concurrency_id=MODEL_GROUP, api_visibility="private")
         question.submit(**shown).then(**answered)
         (chatbot.example_select(example_text, None, question, queue=False,
@@ -274,19 +298,24 @@ def build_blocks(assistant: Assistant) -> gr.Blocks:
         for cleared in (clear.click, chatbot.clear):  # the button and the chat's bin icon
             cleared(chat.new_conversation, None, [chatbot, turns, sources], queue=False,
                     api_visibility="private")
+        demo.load(chat.status_line, None, status, queue=False, api_visibility="private")
         gr.api(chat.ask, api_name="ask", concurrency_id=MODEL_GROUP)
+        gr.api(chat.status, api_name="status", queue=False)
     return demo
 
 
 def build_app(assistant: Assistant) -> FastAPI:
     """The whole server: ``/source/...`` first, then the Gradio app on every other path."""
     app = FastAPI(title=TITLE, docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(source_router(assistant.corpus, assistant.index_settings.min_words))
+    app.include_router(source_router(assistant.corpus, assistant.index_settings.min_words,
+                                     lambda: assistant.index))
     demo = build_blocks(assistant).queue(default_concurrency_limit=CONCURRENCY)
-    return gr.mount_gradio_app(
+    app = gr.mount_gradio_app(
         app, demo, path="/", theme=gr.themes.Soft(primary_hue="blue"), css=CSS,
         footer_links=["api", "settings"], run_history=False, ssr_mode=False, mcp_server=False,
-        show_error=False)
+        show_error=False, max_file_size=0, enable_monitoring=False)
+    app.add_middleware(ClosedRoutes)
+    return app
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -305,10 +334,36 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def is_local(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (a loopback address or name)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback
+                                   for a in addresses)
+
+
+def exposure_warning(host: str) -> str | None:
+    """The one-line warning for an address other machines can reach, else None."""
+    if is_local(host):
+        return None
+    return (f"rag: warning: listening on {host}: the chat and the indexed documents are "
+            "reachable from the network, without a password; use --host 127.0.0.1 to keep "
+            "them local")
+
+
 def serve(assistant: Assistant, host: str = "127.0.0.1", port: int = 7860) -> None:
     """Serve the chat until interrupted; prints the URL once the port is taken."""
     app = build_app(assistant)
     sock = bind(host, port)
+    warning = exposure_warning(host)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     shown = f"[{host}]" if ":" in host else host
     print(f"Chat ready at http://{shown}:{sock.getsockname()[1]}/", flush=True)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)

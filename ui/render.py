@@ -12,21 +12,48 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping
+from pathlib import Path
 from urllib.parse import quote
 
 SOURCE_ROUTE = "/source/"
+#: Hex digits of a file's content hash carried by its links: enough to tell versions apart.
+VERSION_CHARS = 12
 
 
-def source_url(source: str, start_line: int, end_line: int) -> str:
-    """Path of the source view for ``source`` (relative to the corpus) with lines lit."""
-    return (f"{SOURCE_ROUTE}{quote(source, safe='/')}?lines={start_line}-{end_line}"
-            f"#L{start_line}")
+def version_tag(content_hash: str) -> str:
+    """The short form of a file's content hash that its links carry (``?v=``)."""
+    return content_hash[:VERSION_CHARS]
 
 
-def with_urls(answer: dict) -> dict:
-    """The answer JSON with a ``url`` on each citation and passage (what the API returns)."""
+def source_url(source: str, start_line: int | None = None, end_line: int | None = None,
+               version: str | None = None) -> str:
+    """Path of the source view for ``source`` (relative to the corpus), with lines lit.
+
+    ``version`` (the file's content hash, or its short tag) pins the link to the text that was
+    cited: once the file changes, the link says so instead of lighting lines that now hold
+    something else.
+    """
+    query = []
+    if version:
+        query.append(f"v={version_tag(version)}")
+    if start_line is not None:
+        query.append(f"lines={start_line}-{end_line if end_line is not None else start_line}")
+    url = f"{SOURCE_ROUTE}{quote(source, safe='/')}"
+    if query:
+        url += "?" + "&".join(query)
+    return url + (f"#L{start_line}" if start_line is not None else "")
+
+
+def with_urls(answer: dict, versions: Mapping[str, str] | None = None) -> dict:
+    """The answer JSON with a ``url`` on each citation and passage (what the API returns).
+
+    ``versions`` maps each file to its content hash in the index the answer came from; the chat
+    always gives it (links without a version cannot tell that a file changed since).
+    """
     for item in answer["citations"] + answer["passages"]:
-        item["url"] = source_url(item["source"], item["start_line"], item["end_line"])
+        item["url"] = source_url(item["source"], item["start_line"], item["end_line"],
+                                 (versions or {}).get(item["source"]))
     return answer
 
 
@@ -147,9 +174,10 @@ def sources_html(answer: dict | None, closest: int = 3) -> str:
 
 
 def status_html(status: dict) -> str:
-    """The index status line: files, chunks, model, build time."""
+    """The index status line: the corpus folder's name (never its path on the server), files,
+    chunks, model, build time."""
     built = str(status.get("built", "")).replace("T", " ")[:16]
-    text = (f"Index : {status['files']} fichiers · {status['chunks']} passages · "
+    folder = status.get("folder") or Path(str(status.get("corpus", ""))).name
+    text = (f"Index de « {folder} » : {status['files']} fichiers · {status['chunks']} passages · "
             f"modèle {status['model']} · construit le {built}")
-    corpus = html.escape(str(status.get("corpus", "")), quote=True)
-    return f'<div class="status-line" title="{corpus}">{html.escape(text)}</div>'
+    return f'<div class="status-line">{html.escape(text)}</div>'

@@ -1,12 +1,20 @@
-"""The source view: one corpus file as an HTML page, with line numbers and the cited lines lit.
+"""The source view: one indexed file as an HTML page, with line numbers and the cited lines lit.
 
-Served by the chat app at ``GET /source/{path}?lines=12-14``. A citation link lands on the exact
-lines it quotes, so a reader can check the answer against the document in one click.
+Served by the chat app at ``GET /source/{path}?v=<version>&lines=12-14``. A citation link lands on
+the exact lines it quotes, so a reader can check the answer against the document in one click.
 
-Only corpus documents can be shown: every request path is checked against the corpus folder
-after resolving symlinks and ``..``, and anything else is a plain 404 (not a 403), so the route
-says nothing about which files exist elsewhere on the machine. File text is data, never markup:
-every line is HTML-escaped.
+Only files of the loaded index are shown, and only as long as they are: the path must be a file
+of the index's manifest (a corpus-suffixed file that was never indexed is not served), and it is
+checked again against the corpus folder after resolving symlinks and ``..``. Anything else is a
+404 page that does not repeat the path, so the route says nothing about which files exist
+elsewhere on the machine.
+
+``v`` is the short content hash of the file the answer quoted (see ``ui.render.source_url``).
+When the file has changed since, lighting the same line numbers would point at other text: the
+page says the file changed and links to the current version instead. A file that has left the
+index gets a page saying so. A file larger than :data:`MAX_SOURCE_BYTES` is not read at all: its
+page shows the cited lines from the index. File text is data, never markup: every line is
+HTML-escaped.
 """
 from __future__ import annotations
 
@@ -14,15 +22,26 @@ import base64
 import hashlib
 import html
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from rag.config import CORPUS_SUFFIXES
 from rag.corpus import read_document
+from rag.index import Index
+
+from .render import line_range, source_url, version_tag
 
 log = logging.getLogger(__name__)
+
+#: Largest file (bytes on disk) the source view shows whole. Its page is about twice its size in
+#: HTML and the whole text is read and decoded per request: a 50 MB file made a 78 MB page and
+#: took 350 MB of server memory. Above this, the page shows only the cited lines, from the index.
+MAX_SOURCE_BYTES = 1_000_000
+#: Most lines the page of a too-large file shows, whatever range the link asks for.
+MAX_SHOWN_LINES = 200
 
 
 def resolve_source(corpus: Path, relative: str) -> Path | None:
@@ -53,6 +72,15 @@ def resolve_source(corpus: Path, relative: str) -> Path | None:
     return candidate
 
 
+def document_name(relative: str) -> bool:
+    """Whether ``relative`` is spelt like a path the indexer could have recorded (a corpus
+    suffix, no hidden, empty or ``..`` part): only such a name is repeated on a page."""
+    parts = relative.split("/")
+    return (bool(relative) and "\\" not in relative and "\x00" not in relative
+            and not any(part in ("", ".", "..") or part.startswith(".") for part in parts)
+            and Path(parts[-1]).suffix.lower() in CORPUS_SUFFIXES)
+
+
 def parse_lines(value: str | None) -> tuple[int, int] | None:
     """``"12-14"`` -> (12, 14), ``"7"`` -> (7, 7); anything malformed -> None (no highlight)."""
     if not value:
@@ -81,6 +109,11 @@ main { padding: 1rem 0 40vh; }
 .line .tx { white-space: pre-wrap; word-break: break-word; flex: 1; }
 .line.hl { background: #fef3c7; box-shadow: inset 4px 0 #f59e0b; }
 .line:target .ln { color: #b45309; font-weight: 600; }
+.notice { margin: 0 1.25rem 1rem; padding: .75rem 1rem; border: 1px solid #f59e0b;
+          border-radius: 8px; background: #fffbeb; color: #92400e; line-height: 1.5; }
+.notice p { margin: 0 0 .4rem; }
+.notice p:last-child { margin-bottom: 0; }
+.notice a { color: #1d4ed8; font-weight: 600; }
 """
 
 
@@ -93,47 +126,147 @@ CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-"
        + base64.b64encode(hashlib.sha256(SCROLL_SCRIPT.encode()).digest()).decode() + "'")
 
 
-def render_page(source: str, text: str, lines: tuple[int, int] | None) -> str:
-    """The whole page: heading, one ``<div id="L<n>">`` per line, the cited lines with class hl."""
+def page(title: str, subtitle: str, body: str, status: int = 200) -> HTMLResponse:
+    """Any source-view page: sticky heading, then ``body`` (already HTML); escapes the texts."""
+    html_page = (f'<!doctype html><html lang="fr"><head><meta charset="utf-8">'
+                 f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+                 f"<title>{html.escape(title)}</title><style>{PAGE_CSS}</style></head><body>"
+                 f"<header><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p></header>"
+                 f"<main>{body}</main><script>{SCROLL_SCRIPT}</script></body></html>")
+    return HTMLResponse(html_page, status_code=status, headers={"Content-Security-Policy": CSP})
+
+
+def line_rows(numbered: Iterable[tuple[int, str]], lines: tuple[int, int] | None) -> str:
+    """One ``<div id="L<n>">`` per line, the lines in ``lines`` with class ``hl``."""
+    first, last = lines or (0, -1)
+    rows = []
+    for number, line in numbered:
+        lit = " hl" if first <= number <= last else ""
+        rows.append(f'<div class="line{lit}" id="L{number}"><a class="ln" href="#L{number}">'
+                    f'{number}</a><span class="tx">{html.escape(line.rstrip(chr(13)))}</span>'
+                    f"</div>")
+    return "".join(rows)
+
+
+def render_page(source: str, text: str, lines: tuple[int, int] | None) -> HTMLResponse:
+    """The whole file: heading, one row per line, the cited lines lit."""
     rows = text.split("\n")
     if rows and rows[-1] == "":
         rows.pop()  # the final line break does not start a line
-    first, last = lines or (0, -1)
-    body = []
-    for number, line in enumerate(rows, start=1):
-        lit = " hl" if first <= number <= last else ""
-        text_html = html.escape(line.rstrip("\r"))
-        body.append(f'<div class="line{lit}" id="L{number}"><a class="ln" href="#L{number}">'
-                    f'{number}</a><span class="tx">{text_html}</span></div>')
+    count = f"{len(rows)} lignes"
+    subtitle = f"{line_range(*lines)} · {count}" if lines else count
+    return page(source, subtitle, line_rows(enumerate(rows, start=1), lines))
+
+
+def notice(*paragraphs: str) -> str:
+    """A highlighted message block; the paragraphs are HTML already."""
+    return '<div class="notice">' + "".join(f"<p>{p}</p>" for p in paragraphs) + "</div>"
+
+
+def not_found_page() -> HTMLResponse:
+    """For any path that is not a file of the index: the path is not repeated."""
+    return page("Document introuvable", "Ce document n’est pas dans l’index.",
+                notice("Ce lien ne mène à aucun document de l’index.",
+                       '<a href="/">Retour aux questions</a>'), 404)
+
+
+def gone_page(source: str) -> HTMLResponse:
+    """A cited file that has left the index (deleted, renamed or emptied since the answer)."""
     name = html.escape(source)
-    where = (f"lignes {first}–{last}" if first != last else f"ligne {first}") if lines else ""
-    subtitle = f"<p>{where} · {len(rows)} lignes</p>" if lines else f"<p>{len(rows)} lignes</p>"
-    script = f"<script>{SCROLL_SCRIPT}</script>"
-    return (f'<!doctype html><html lang="fr"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{name}</title><style>{PAGE_CSS}</style></head><body>"
-            f"<header><h1>{name}</h1>{subtitle}</header><main>{''.join(body)}</main>"
-            f"{script}</body></html>")
+    return page(source, "Ce fichier n’est plus dans l’index.",
+                notice(f"Le fichier « {name} » n’est plus dans l’index : il a été supprimé, "
+                       "renommé ou vidé depuis la réponse qui le citait.",
+                       "Posez la question à nouveau pour obtenir une réponse à jour : "
+                       '<a href="/">retour aux questions</a>.'), 404)
 
 
-def source_router(corpus: Path, min_words: int) -> APIRouter:
-    """The ``/source/...`` route for one corpus folder."""
+def changed_page(source: str, lines: tuple[int, int] | None,
+                 current_hash: str | None) -> HTMLResponse:
+    """A cited file whose content changed since the answer: its line numbers may now hold other
+    text, so nothing is lit; the current version (``current_hash``, None when the file holds no
+    text right now) is one click away."""
+    name = html.escape(source)
+    where = f" ({line_range(*lines)})" if lines else ""
+    again = "posez la question à nouveau pour une réponse à jour."
+    if current_hash is None:
+        follow = "Le fichier ne contient plus de texte pour l’instant : " + again
+    else:
+        current = html.escape(source_url(source, version=current_hash), quote=True)
+        follow = f'<a href="{current}">Voir la version actuelle du fichier</a> ou {again}'
+    return page(source, "Ce fichier a changé depuis la réponse.",
+                notice(f"Le fichier « {name} » a été modifié depuis la réponse qui le citait : "
+                       f"les lignes citées{where} peuvent maintenant contenir un autre texte, "
+                       "elles ne sont donc pas surlignées.", follow))
+
+
+def too_large_page(source: str, size: int, lines: tuple[int, int] | None,
+                   shown: list[tuple[int, str]]) -> HTMLResponse:
+    """A file too large to show whole: its size, and the cited lines as the index holds them."""
+    megabytes = f"{size / 1e6:.1f}".replace(".", ",")
+    limit = f"{MAX_SOURCE_BYTES / 1e6:g}".replace(".", ",")
+    message = (f"Ce fichier fait {megabytes} Mo : il est trop grand pour être affiché en entier "
+               f"(limite {limit} Mo).")
+    if shown:
+        message += " Voici les lignes citées, telles qu’elles sont indexées."
+    elif lines:
+        message += " Les lignes demandées ne sont pas dans l’index."
+    subtitle = f"{line_range(*lines)} · trop grand pour être affiché" if lines else \
+        "trop grand pour être affiché"
+    return page(source, subtitle, notice(html.escape(message)) + line_rows(shown, lines))
+
+
+def indexed_lines(index: Index, source: str, lines: tuple[int, int]) -> list[tuple[int, str]]:
+    """Lines ``lines`` of ``source`` rebuilt from the index's chunks (at most
+    :data:`MAX_SHOWN_LINES`); a line cut between two chunks is joined back."""
+    first, last = lines[0], min(lines[1], lines[0] + MAX_SHOWN_LINES - 1)
+    pieces: dict[int, list[str]] = {}
+    for chunk_id in index.manifest["files"][source]["chunks"]:
+        chunk = index.chunk(chunk_id)
+        if chunk.end_line < first or chunk.start_line > last:
+            continue
+        for offset, line in enumerate(chunk.text.split("\n")):
+            if first <= chunk.start_line + offset <= last:
+                pieces.setdefault(chunk.start_line + offset, []).append(line)
+    return [(n, " ".join(pieces[n])) for n in sorted(pieces)]
+
+
+def source_router(corpus: Path, min_words: int, current_index: Callable[[], Index]) -> APIRouter:
+    """The ``/source/...`` route for one corpus folder; ``current_index`` gives the index in use
+    (it changes while the chat runs)."""
     router = APIRouter()
 
     @router.get("/source/{path:path}", response_class=HTMLResponse, include_in_schema=False)
-    def source(path: str, lines: str | None = Query(default=None)) -> HTMLResponse:
-        file = resolve_source(corpus, path)
-        document = None
-        if file is not None:
-            try:
-                # The same reader the indexer used, so line numbers match the citations (for
-                # HTML files this is the extracted text, not the markup).
-                document = read_document(corpus.resolve(), file, min_words)
-            except OSError:
-                log.exception("cannot read %s", file)
-        if document is None:
-            raise HTTPException(status_code=404, detail="Not a document of this corpus")
-        return HTMLResponse(render_page(document.source, document.text, parse_lines(lines)),
-                            headers={"Content-Security-Policy": CSP})
+    def source(path: str, lines: str | None = Query(default=None),
+               v: str | None = Query(default=None)) -> HTMLResponse:
+        index = current_index()  # one snapshot for the whole request
+        entry = index.manifest["files"].get(path)
+        wanted = parse_lines(lines)
+        file = resolve_source(corpus, path) if entry is not None else None
+        if file is None:
+            # A link from an answer (it carries a version) to a file that has left the index, or
+            # that is gone from the disk before the index caught up; else a path never indexed.
+            cited = entry is not None or (v is not None and document_name(path))
+            return gone_page(path) if cited else not_found_page()
+        try:
+            size = file.stat().st_size
+        except OSError:
+            return gone_page(path)
+        if size > MAX_SOURCE_BYTES:
+            if v and v != version_tag(entry["hash"]):
+                return changed_page(path, wanted, entry["hash"])
+            shown = indexed_lines(index, path, wanted) if wanted else []
+            return too_large_page(path, size, wanted, shown)
+        try:
+            # The same reader the indexer used, so line numbers match the citations (for HTML
+            # files this is the extracted text, not the markup).
+            document = read_document(corpus.resolve(), file, min_words)
+        except OSError:
+            log.warning("cannot read %s", path)
+            document = None
+        if document is None:  # no text any more (emptied, or caught in the middle of a write)
+            return changed_page(path, wanted, None) if v else gone_page(path)
+        if v and v != version_tag(document.content_hash):
+            return changed_page(path, wanted, document.content_hash)
+        return render_page(document.source, document.text, wanted)
 
     return router
