@@ -100,8 +100,8 @@ class Assistant:
         self.index: Index = index
         # After the index: a corpus or index problem is reported before a reader problem.
         self.answerer: Answerer = answerer or make_answerer(search)
-        #: The build folder ``self.index`` was loaded from (read before loading: a build that
-        #: lands meanwhile only causes one more load at the next refresh).
+        #: The build folder ``self.index`` was loaded from: ``refresh`` loads an index only when
+        #: ``CURRENT`` names another one.
         self.build: str | None = self._build_name()
         self._refresh_lock = threading.Lock()
 
@@ -222,7 +222,7 @@ class Assistant:
         the chat passes the one it also uses to link the citations to their file versions.
         """
         started = time.perf_counter()
-        index = self.index if index is None else index  # one snapshot per question, whatever refresh does meanwhile
+        index = self.index if index is None else index  # one snapshot, whatever refresh does
         question = self.clean_question(question)
         context, passages = self.retrieve(question, history, retriever, exclude_sources,
                                           index=index)

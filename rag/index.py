@@ -575,11 +575,10 @@ def _write_build(files: list[SourceFile], plan: _Plan, reader: _Reader, old: Ind
     sentences = sentences_of(chunks)
     fresh_sentences = [s for s in sentences if s.chunk_id in fresh_ids]
 
-    chunk_texts = [c.text for c in fresh]
-    new_chunk_vectors = embedder.encode_passages(chunk_texts, show_progress=progress)
     by_id = {c.id: c for c in fresh}
     sentence_texts = [_sentence_text(s, by_id[s.chunk_id]) for s in fresh_sentences]
-    new_sentence_vectors = embedder.encode_passages(sentence_texts, show_progress=progress)
+    new_chunk_vectors, new_sentence_vectors = embed_once(
+        embedder, [c.text for c in fresh], sentence_texts, progress)
 
     chunk_store = _assemble(embedder.dim, [c.id for c in chunks],
                             dict(zip((c.id for c in fresh), new_chunk_vectors)),
@@ -601,6 +600,21 @@ def _write_build(files: list[SourceFile], plan: _Plan, reader: _Reader, old: Ind
     }
     write_build(Path(index_dir), manifest, chunks, sentences, chunk_store, sentence_store, lexical)
     return BuildReport(len(indexed), len(chunks), len(fresh), len(chunks) - len(fresh), 0, 0.0)
+
+
+def embed_once(embedder: Embedder, chunk_texts: list[str], sentence_texts: list[str],
+               progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors for chunks and sentences in one pass, each distinct text embedded once.
+
+    A one-sentence chunk (a short paragraph, a heading-like line) is the same text as its
+    sentence, and repeated lines recur across files; one call also gives one progress bar whose
+    rate and time left cover the whole build.
+    """
+    distinct = list(dict.fromkeys(chunk_texts + sentence_texts))
+    vectors = embedder.encode_passages(distinct, show_progress=progress)
+    row = {text: i for i, text in enumerate(distinct)}
+    return (vectors[[row[t] for t in chunk_texts]].reshape(len(chunk_texts), embedder.dim),
+            vectors[[row[t] for t in sentence_texts]].reshape(len(sentence_texts), embedder.dim))
 
 
 def _sentence_text(sentence: Sentence, chunk: Chunk) -> str:

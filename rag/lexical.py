@@ -79,9 +79,12 @@ class LexicalIndex:
 
     @classmethod
     def load(cls, folder: Path) -> LexicalIndex:
+        """The saved index, its score arrays memory-mapped: a question reads only the postings
+        of its own words, so memory holds what questions touch (the arrays are 0.6 GB at a
+        million chunks). Never save another index into the folder a loaded one maps."""
         ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
         stop = frozenset(json.loads((folder / "stopwords.json").read_text(encoding="utf-8")))
-        return cls(bm25s.BM25.load(str(folder), mmap=False), ids, stop)
+        return cls(bm25s.BM25.load(str(folder), mmap=True), ids, stop)
 
     def tokenize(self, text: str) -> list[str]:
         return tokenize(text, self.stop)
@@ -130,9 +133,23 @@ class LexicalIndex:
         return scores
 
     def top(self, question: str, k: int) -> list[tuple[str, float]]:
-        """The ``k`` best chunk ids with a positive score, best first."""
+        """The ``k`` best chunk ids with a positive score, best first (ties in index order)."""
         scores = self.scores(question)
-        if not len(scores):
-            return []
-        top = np.argsort(-scores, kind="stable")[:k]
-        return [(self.ids[i], float(scores[i])) for i in top if scores[i] > 0]
+        return [(self.ids[i], float(scores[i])) for i in top_positions(scores, k)]
+
+
+def top_positions(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` highest positive ``scores``, best first, equal scores in position
+    order: the order of a stable full sort, without sorting every chunk. A full sort of a million
+    scores costs 55 to 240 ms; this costs one pass to find the positive scores (most chunks share
+    no word with a question), a partition of those, and a sort of ``k``."""
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    candidates = np.flatnonzero(scores > 0)
+    if len(candidates) > k:
+        values = scores[candidates]
+        kth = np.partition(values, len(values) - k)[len(values) - k]  # the k-th highest score
+        above = candidates[values > kth]
+        tied = candidates[values == kth][:k - len(above)]  # the first ones in position order
+        candidates = np.sort(np.concatenate([above, tied]))
+    return candidates[np.argsort(-scores[candidates], kind="stable")]

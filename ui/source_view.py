@@ -210,8 +210,9 @@ def too_large_page(source: str, size: int, lines: tuple[int, int] | None,
         message += " Voici les lignes citées, telles qu’elles sont indexées."
     elif lines:
         message += " Les lignes demandées ne sont pas dans l’index."
-    subtitle = f"{line_range(*lines)} · trop grand pour être affiché" if lines else \
-        "trop grand pour être affiché"
+    subtitle = "trop grand pour être affiché"
+    if lines:
+        subtitle = f"{line_range(*lines)} · {subtitle}"
     return page(source, subtitle, notice(html.escape(message)) + line_rows(shown, lines))
 
 
