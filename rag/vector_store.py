@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import faiss
 import numpy as np
@@ -116,42 +117,97 @@ def _new_index(dim: int, size: int, exact_limit: int) -> faiss.Index:
 
 
 class _Rows:
-    """Exact float32 vectors of a graph store, in blocks: appending never copies what is stored,
-    and a loaded store's block is a memory map of its ``.npy`` file."""
+    """The exact float32 vectors of a graph store, which searches never read: in the store's
+    ``.npy`` file once loaded, and rows added since in an anonymous temporary file (in
+    ``TMPDIR``). Both are memory-mapped, so a store holds only its codes and graph in memory,
+    also while it is built (the exact copy of five million sentences is 7 GB); ``get`` reads the
+    rows it needs. Each file stays open, so the rows stay the store's own even if another store
+    is saved under the same name."""
 
-    def __init__(self, dim: int, blocks: Sequence[np.ndarray] = ()) -> None:
+    _COPY = 1 << 26  # bytes copied at a time when saving
+
+    def __init__(self, dim: int) -> None:
         self.dim = dim
-        self._blocks = [b for b in blocks if len(b)]
-        self._starts = np.cumsum([0] + [len(b) for b in self._blocks])
+        self._row_bytes = 4 * dim
+        #: (open file, offset of row 0, rows) of the loaded ``.npy`` file, if any.
+        self._saved: tuple[BinaryIO, int, int] | None = None
+        self._saved_map: np.ndarray | None = None
+        self._added: BinaryIO | None = None  # the temporary file of the rows added since
+        self._added_rows = 0
+        self._added_map: np.ndarray | None = None  # remapped when rows were added
+
+    @classmethod
+    def open(cls, path: Path, dim: int) -> _Rows:
+        """The rows of a saved ``.npy`` file, mapped."""
+        f = open(path, "rb")
+        version = np.lib.format.read_magic(f)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read(f)
+        if dtype != np.float32 or fortran or len(shape) != 2 or shape[1] != dim:
+            f.close()
+            raise ValueError(f"{path.name} does not hold {dim}-dimension float32 vectors")
+        rows = cls(dim)
+        rows._saved = (f, f.tell(), shape[0])
+        if shape[0]:
+            rows._saved_map = np.memmap(f, dtype=np.float32, mode="r", offset=f.tell(),
+                                        shape=shape)
+        return rows
 
     def __len__(self) -> int:
-        return int(self._starts[-1])
+        return self._saved_rows + self._added_rows
+
+    @property
+    def _saved_rows(self) -> int:
+        return self._saved[2] if self._saved else 0
 
     def append(self, vectors: np.ndarray) -> None:
-        if len(vectors):
-            self._blocks.append(vectors)
-            self._starts = np.append(self._starts, self._starts[-1] + len(vectors))
+        if not len(vectors):
+            return
+        if self._added is None:
+            self._added = tempfile.TemporaryFile()
+        self._added.seek(0, os.SEEK_END)
+        np.ascontiguousarray(vectors, dtype=np.float32).tofile(self._added)
+        self._added.flush()
+        self._added_rows += len(vectors)
+        self._added_map = None
+
+    def _added_rows_map(self) -> np.ndarray:
+        if self._added_map is None:
+            self._added_map = np.memmap(self._added, dtype=np.float32, mode="r",
+                                        shape=(self._added_rows, self.dim))
+        return self._added_map
 
     def take(self, positions: Sequence[int] | np.ndarray) -> np.ndarray:
         """The rows at ``positions``, in that order (a copy)."""
         positions = np.asarray(positions, dtype=np.int64)
-        if len(self._blocks) == 1:
-            return np.asarray(self._blocks[0][positions], dtype=np.float32)
         out = np.empty((len(positions), self.dim), dtype=np.float32)
-        block_of = np.searchsorted(self._starts, positions, side="right") - 1
-        for b in np.unique(block_of):
-            mask = block_of == b
-            out[mask] = self._blocks[b][positions[mask] - self._starts[b]]
+        saved = positions < self._saved_rows
+        if saved.any():
+            out[saved] = self._saved_map[positions[saved]]
+        if not saved.all():
+            out[~saved] = self._added_rows_map()[positions[~saved] - self._saved_rows]
         return out
 
     def save(self, path: Path) -> None:
-        """Write every row as one ``.npy`` array (no pickle), block by block."""
-        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
-                                        shape=(len(self), self.dim))
-        for block, start in zip(self._blocks, self._starts):
-            out[start:start + len(block)] = block
-        out.flush()
-        del out
+        """Write every row as one ``.npy`` array (no pickle), copying the files' bytes with plain
+        reads and writes: going through the maps would make them count as this process's
+        memory."""
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                  "fortran_order": False, "shape": (len(self), self.dim)}
+        parts = [(self._saved[0], self._saved[1], self._saved_rows)] if self._saved else []
+        if self._added is not None:
+            parts.append((self._added, 0, self._added_rows))
+        with open(path, "wb") as out:
+            np.lib.format.write_array_header_1_0(out, header)
+            for source, offset, rows in parts:
+                end = offset + rows * self._row_bytes
+                while offset < end:
+                    data = os.pread(source.fileno(), min(end - offset, self._COPY), offset)
+                    if not data:
+                        raise OSError(f"{path.name}: the vectors' file ended early")
+                    out.write(data)
+                    offset += len(data)
 
 
 class FaissVectorStore:
@@ -163,13 +219,14 @@ class FaissVectorStore:
 
     def __init__(self, dim: int, index: faiss.Index | None = None,
                  ids: Sequence[str] = (), exact_limit: int = EXACT_LIMIT,
-                 vectors: np.ndarray | None = None) -> None:
-        """``vectors`` are the exact vectors of a graph ``index`` (a flat index holds its own)."""
+                 vectors: _Rows | None = None) -> None:
+        """``vectors`` are the exact vectors of a loaded graph ``index`` (a flat index holds its
+        own)."""
         self.dim = int(dim)
         self.exact_limit = int(exact_limit)
         self._index = index if index is not None else _new_index(self.dim, 0, self.exact_limit)
         self._kind = _kind(self._index)
-        self._rows = _Rows(self.dim, [] if vectors is None else [vectors])
+        self._rows = vectors if vectors is not None else _Rows(self.dim)
         #: True while the index is a read-only memory map of a saved file (see ``load``).
         self._mapped = False
         self._ids: list[str] = list(ids)
@@ -255,7 +312,8 @@ class FaissVectorStore:
         index = _new_index(self.dim, len(vectors), self.exact_limit)
         index.train(vectors)
         index.add(vectors)
-        self._index, self._kind, self._rows = index, HNSW, _Rows(self.dim, [vectors])
+        self._index, self._kind, self._rows = index, HNSW, _Rows(self.dim)
+        self._rows.append(vectors)
 
     def remove(self, ids: Collection[str]) -> None:
         """Forget ``ids`` by rebuilding from the rest: FAISS graphs cannot drop a vector, and the
@@ -316,9 +374,7 @@ class FaissVectorStore:
             raise ValueError(f"{name}.ids.json is not a list of ids")
         vectors = None
         if _kind(index) == HNSW:
-            vectors = np.load(folder / f"{name}.vectors.npy", mmap_mode="r", allow_pickle=False)
-            if vectors.dtype != np.float32 or vectors.shape != (len(ids), index.d):
-                raise ValueError(f"{name}.vectors.npy does not hold the store's vectors")
+            vectors = _Rows.open(folder / f"{name}.vectors.npy", index.d)
         store = cls(index.d, index, ids, exact_limit, vectors)
         store._mapped = True
         return store

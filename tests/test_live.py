@@ -29,7 +29,7 @@ import pytest
 from conftest import ROOT, SEEDS, write_tiny_corpus
 from fake_embedder import FAKE_SEARCH, FAKE_SETTINGS, FakeEmbedder
 from gradio_client import Client
-from ui_fixtures import free_port, serve_in_thread
+from ui_fixtures import free_port, serve_in_thread, stop_process
 
 from rag.assistant import Assistant
 from rag.cli import build_parser
@@ -334,9 +334,4 @@ def test_rag_chat_warns_when_exposed_and_follows_its_corpus(tmp_path):
         wait_for("the update is printed", lambda: any(
             line.startswith("index updated: 6 files") for line in out))
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)

@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from ui_fixtures import MARKUP_QUESTION, ROOT, free_port, ui_corpus  # noqa: F401
+from ui_fixtures import MARKUP_QUESTION, ROOT, free_port, stop_process, ui_corpus  # noqa: F401
 
 # `rag chat` loads the real model: slow as well as browser.
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -88,12 +88,7 @@ def chat(ui_corpus):  # noqa: F811
         print(f"rag chat ready in {time.monotonic() - started:.1f} s")
         yield RunningChat(url[0], output)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @pytest.fixture(scope="module")

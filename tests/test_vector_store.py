@@ -48,6 +48,15 @@ def test_one_large_add_builds_the_graph_directly():
     assert store.kind == "hnsw" and len(store) == 50
 
 
+def test_many_small_adds_to_a_graph_keep_every_vector_exact():
+    vectors = random_unit(330)
+    store = FaissVectorStore(16, exact_limit=20)
+    for i in range(330):  # as a live corpus adds file after file
+        store.add([f"v{i}"], vectors[i:i + 1])
+    assert store.kind == "hnsw"
+    np.testing.assert_array_equal(store.get(ids_of(330)[::-1]), vectors[::-1])
+
+
 def test_removing_below_the_limit_makes_the_store_exact_again():
     vectors = random_unit(40)
     store = FaissVectorStore(16, exact_limit=20)
@@ -188,3 +197,19 @@ def test_lexical_top_keeps_order_and_ties_in_index_order():
     assert top[0][0] == "c0" and top[1][0] == "c2"  # equal scores: index order
     assert "c3" not in [i for i, _ in top]  # no shared word, no place
     assert lexical.top("défense", 0) == []
+
+
+def test_a_loaded_store_keeps_its_vectors_when_its_files_are_replaced(tmp_path):
+    first, second = random_unit(60, seed=1), random_unit(60, seed=2)
+    store = FaissVectorStore(16, exact_limit=20)
+    store.add(ids_of(60), first)
+    store.save(tmp_path, "v")
+    loaded = FaissVectorStore.load(tmp_path, "v", exact_limit=20)
+    other = FaissVectorStore(16, exact_limit=20)
+    other.add(ids_of(60), second)
+    other.save(tmp_path, "v")  # a newer build under the same name
+    np.testing.assert_array_equal(loaded.get(["v1", "v42"]), first[[1, 42]])
+    (tmp_path / "copy").mkdir()
+    loaded.save(tmp_path / "copy", "v")
+    np.testing.assert_array_equal(FaissVectorStore.load(tmp_path / "copy", "v").get(ids_of(60)),
+                                  first)

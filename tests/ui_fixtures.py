@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -66,6 +67,16 @@ class UICorpus:
     root: Path  # the corpus folder: the seeds, markup.txt and traps
     index: Path  # its index folder
     outside: Path  # a secret file outside the corpus, reachable only through a symlink
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Ask a server process to stop, and kill it if it has not within 15 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def free_port() -> int:

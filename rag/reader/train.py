@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import SearchSettings, cache_dir
+from ..config import IndexSettings, SearchSettings, cache_dir
 from .dataset import BENCH_DIR, BENCHMARKS, VALIDATION_SHARE, Examples, build_examples, concatenate
 from .features import SCALAR_NAMES
 from .model import DEFAULT_WEIGHTS, save_reader, sigmoid
@@ -226,10 +226,11 @@ def baselines(ex: Examples) -> dict[str, np.ndarray]:
 
 def load_or_build(benchmark: str, work: Path, bench: Path, limit: int | None) -> Examples:
     """The examples of one benchmark, cached in ``work`` as .npy + .json (no pickle), reused only
-    for the same questions and corpus files (by content), limit and features."""
+    for the same questions and corpus files (by content), limit, features and index settings (the
+    model and its precision make the vectors the features come from)."""
     import hashlib
     folder = Path(bench) / benchmark
-    key = hashlib.sha256(json.dumps([limit, SCALAR_NAMES]).encode())
+    key = hashlib.sha256(json.dumps([limit, SCALAR_NAMES, IndexSettings().to_json()]).encode())
     for path in [folder / "questions.jsonl", *sorted((folder / "corpus").rglob("*"))]:
         if path.is_file():
             key.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
