@@ -594,6 +594,7 @@ def _write_build(files: list[SourceFile], plan: _Plan, reader: _Reader, old: Ind
         "model": {"name": embedder.name, "weights_hash": embedder.weights_hash,
                   "dim": embedder.dim},
         "settings": settings.to_json(),
+        "vector_stores": {"chunks": chunk_store.describe(), "sentences": sentence_store.describe()},
         "counts": {"files": len(indexed), "chunks": len(chunks), "sentences": len(sentences)},
         "files": indexed,
         "skipped": skipped,

@@ -412,3 +412,15 @@ def test_real_model_index_records_the_model_and_reuses_exact_vectors(tmp_path, r
     for incremental, fresh in zip(scores(index), scores(tmp_path / "scratch")):
         assert [i for i, _ in incremental] == [i for i, _ in fresh]
         np.testing.assert_allclose([s for _, s in incremental], [s for _, s in fresh], atol=1e-5)
+
+
+def test_the_manifest_records_how_each_store_searches(tmp_path):
+    """A small corpus is searched exactly; the manifest says so, with the size it switches at."""
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+    build_fake_index(corpus, tmp_path / "index")
+    stores = manifest_of(tmp_path / "index")["vector_stores"]
+    index = load_index(tmp_path / "index")
+    assert stores["chunks"]["kind"] == "flat" and stores["sentences"]["kind"] == "flat"
+    assert stores["chunks"]["vectors"] == len(index.chunks)
+    assert stores["sentences"]["vectors"] == len(index.sentences)
+    assert stores["chunks"]["exact_limit"] == 100_000
