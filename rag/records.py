@@ -24,7 +24,7 @@ class Document:
     kept: tuple[tuple[int, int], ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Chunk:
     """A retrievable unit: ``document.text[start:end] == text`` always holds."""
 
@@ -37,7 +37,7 @@ class Chunk:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sentence:
     """One sentence of a chunk: ``start``/``end`` are offsets in the file, like a chunk's.
 
