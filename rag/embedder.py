@@ -129,7 +129,7 @@ class Embedder:
         if not texts:  # encode([]) returns a 1-d empty array; callers expect (0, dim)
             return np.zeros((0, self.dim), dtype=np.float32)
         # The lock is taken slice by slice, so that a question asked in the chat while a changed
-        # file is being indexed waits for one slice (well under a second), not the whole file.
+        # file is being indexed waits for one slice (a few seconds at most), not the whole file.
         texts = list(texts)
         slices = range(0, len(texts), ENCODE_SLICE)
         bar = None
@@ -158,8 +158,9 @@ class Embedder:
 def load_embedder(model: str = DEFAULT_MODEL, precision: str = DEFAULT_PRECISION) -> Embedder:
     """Load a model once per process (thread-safe), without ever touching the network.
 
-    ``DEFAULT_MODEL`` -> the bundled model (converted on first use), in int8 through ONNX Runtime
-    unless ``precision`` is ``"fp32"`` (see ``rag/int8.py``); an existing local folder ->
+    ``DEFAULT_MODEL`` -> the bundled model (converted on first use), in fp32 through PyTorch, or
+    in int8 through ONNX Runtime when ``precision`` is ``"int8"`` (see ``rag/int8.py``); an
+    existing local folder ->
     ``SentenceTransformer(path)``; any other string -> a model already in the local Hugging Face
     cache. Models other than the bundled one run as they are, whatever ``precision`` says. Anything
     else raises :class:`EmbedderError` with a one-line remedy.
@@ -195,9 +196,14 @@ def _load_int8(fp32_folder: Path) -> Embedder:
     source_digest = _read_model_info(fp32_folder)["weights_sha256"]
     target = fp32_folder.with_name(f"{fp32_folder.name}-int8")
     if not int8.is_complete(target, source_digest):
-        _build_atomically(target,
-                          lambda tmp: int8.build_int8_folder(fp32_folder, source_digest, tmp),
-                          lambda folder: int8.is_complete(folder, source_digest))
+        def build(tmp: Path) -> None:
+            try:
+                int8.build_int8_folder(fp32_folder, source_digest, tmp)
+            except (ImportError, RuntimeError, ValueError) as exc:  # export, fusion, quantisation
+                raise EmbedderError(f"Cannot build the int8 model: {exc}".splitlines()[0]
+                                    + "; use --precision fp32") from exc
+
+        _build_atomically(target, build, lambda folder: int8.is_complete(folder, source_digest))
     try:
         encoder = int8.OnnxSentenceEncoder(target)
     except Exception as exc:  # a damaged file fails in many ways inside ONNX Runtime
