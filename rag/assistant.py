@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import unicodedata
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 
 from .answerer import AnswerContext, Answerer
 from .config import ANSWERERS, DEFAULT_CORPUS, IndexSettings, SearchSettings, default_index_dir
+from .corpus import valid_utf8
 from .embedder import Embedder, load_embedder
 from .errors import IndexStoreError, QuestionError
 from .extractive import ExtractiveAnswerer
@@ -35,6 +37,11 @@ from .rerank import Reranker, rerank
 from .retrieve import rank
 
 log = logging.getLogger(__name__)
+
+
+#: Letters that print as nothing (Hangul fillers, the blank Braille pattern): a question of them
+#: alone is blank, like one of zero-width characters.
+BLANK_LETTERS = frozenset({"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"})
 
 
 def previous_questions(history: Sequence) -> list[str]:
@@ -160,22 +167,17 @@ class Assistant:
         direction marks) are removed. White space is collapsed, and a long question is cut to what
         the model reads.
         """
-        import unicodedata
-
         if not isinstance(question, str):
             raise QuestionError(f"the question must be text, not {type(question).__name__}")
-        try:
-            question.encode("utf-8")
-        except UnicodeEncodeError:
+        if not valid_utf8(question):
             raise QuestionError("the question holds bytes that are not valid UTF-8; retype it "
-                                "(or set the terminal to UTF-8)") from None
-        invisible = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"}  # blank-looking letters
+                                "(or set the terminal to UTF-8)")
         visible = []
         for char in question:
             category = unicodedata.category(char)
             if category == "Cc":
                 visible.append(" ")
-            elif category not in ("Cf", "Co") and char not in invisible:
+            elif category not in ("Cf", "Co") and char not in BLANK_LETTERS:
                 visible.append(char)
         question = " ".join("".join(visible).split())
         if not question:

@@ -105,20 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def index_settings(args: argparse.Namespace) -> IndexSettings:
+    """The index settings the command line asked for (defaults elsewhere)."""
+    return IndexSettings(model=args.model, precision=args.precision)
+
+
 def _assistant(args: argparse.Namespace, progress: bool):
     from .assistant import Assistant
-    return Assistant(args.corpus, args.index,
-                     IndexSettings(model=args.model, precision=args.precision),
-                     search_settings(args), progress=progress)
+    return Assistant(args.corpus, args.index, index_settings(args), search_settings(args),
+                     progress=progress)
 
 
 def cmd_index(args: argparse.Namespace) -> int:
     from .embedder import load_embedder
     from .index import update_index
-    settings = IndexSettings(model=args.model, precision=args.precision)
+    settings = index_settings(args)
     index_dir = args.index or default_index_dir(args.corpus)
     report = update_index(args.corpus, index_dir, settings,
-                          lambda: load_embedder(args.model, args.precision),
+                          lambda: load_embedder(settings.model, settings.precision),
                           rebuild=args.rebuild, progress=sys.stderr.isatty())
     if report.reason and not report.repaired:  # a repair was already announced as a warning
         print(f"full rebuild: {report.reason}", file=sys.stderr)

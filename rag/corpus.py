@@ -169,9 +169,14 @@ def scan_corpus(root: Path) -> list[SourceFile]:
         except OSError as exc:
             warn_unreadable(source, exc)
     if not scanned:
-        raise CorpusError(f"no readable .txt, .md or .html file in {root} (add documents or point "
-                          "--corpus elsewhere)")
+        raise no_documents(root)
     return scanned
+
+
+def no_documents(root: Path) -> CorpusError:
+    """The error for a corpus folder that holds no usable document."""
+    return CorpusError(f"no readable .txt, .md or .html file in {root} (add documents or point "
+                       "--corpus elsewhere)")
 
 
 def file_hash(path: Path) -> str:
@@ -383,8 +388,7 @@ def load_corpus(root: Path, min_words: int) -> list[Document]:
         if doc is not None:
             docs.append(doc)
     if not docs:
-        raise CorpusError(
-            f"no readable .txt, .md or .html file in {root} (add documents or point --corpus elsewhere)")
+        raise no_documents(root)
     return docs
 
 

@@ -46,10 +46,10 @@ from threadpoolctl import threadpool_limits
 
 from .chunking import split_document
 from .config import IndexSettings
-from .corpus import (SourceFile, content_hash, display_name, parse_document, scan_corpus,
-                     warn_unreadable)
+from .corpus import (SourceFile, content_hash, display_name, no_documents, parse_document,
+                     scan_corpus, warn_unreadable)
 from .embedder import Embedder
-from .errors import CorpusError, IndexDamagedError, IndexStoreError
+from .errors import IndexDamagedError, IndexStoreError
 from .lexical import LexicalIndex, stop_words
 from .lock import IndexLock
 from .records import Chunk, Sentence
@@ -280,11 +280,16 @@ def _read_state(index_dir: Path) -> _State | None:
     if name is None:
         return None
     folder = index_dir / name
+    return _State(folder, _checked_manifest(index_dir, folder))
+
+
+def _checked_manifest(index_dir: Path, folder: Path) -> dict:
+    """The build's manifest, with its data files found where and as large as it says."""
     manifest = read_manifest(folder)
     damage = _damage(folder, manifest)
     if damage:
         raise IndexDamagedError(index_dir, damage)
-    return _State(folder, manifest)
+    return manifest
 
 
 #: Times ``load_index`` follows ``CURRENT`` when a build replaced the build it was reading.
@@ -319,10 +324,7 @@ def load_index(index_dir: Path) -> Index | None:
 
 def _load_build(index_dir: Path, folder: Path) -> Index:
     """Every file of one build, checked against its manifest and against each other."""
-    manifest = read_manifest(folder)
-    damage = _damage(folder, manifest)
-    if damage:
-        raise IndexDamagedError(index_dir, damage)
+    manifest = _checked_manifest(index_dir, folder)
     try:
         chunks = [Chunk(**row) for row in _read_jsonl(folder / "chunks.jsonl")]
         sentences = [Sentence(**row) for row in _read_jsonl(folder / "sentences.jsonl")]
@@ -462,7 +464,7 @@ def update_index(corpus: Path, index_dir: Path, settings: IndexSettings,
     # anything is created, and the wait for another build is not spent idle.
     reader.read(ahead.read)
     if not ahead.reuse and not reader.documents():
-        raise _no_documents(corpus)
+        raise no_documents(corpus)
     with IndexLock(index_dir):
         report = _build_locked(corpus, files, index_dir, settings, load_model, rebuild, progress,
                                reader)
@@ -491,11 +493,6 @@ def _reusable_manifest(index_dir: Path, settings: IndexSettings) -> dict | None:
 def _warn_skipped(skipped: dict[str, dict]) -> None:
     for source, entry in skipped.items():
         log.warning("skipping %s: %s", display_name(source), entry["reason"])
-
-
-def _no_documents(corpus: Path) -> CorpusError:
-    return CorpusError(f"no readable .txt, .md or .html file in {corpus} (add documents or point "
-                       "--corpus elsewhere)")
 
 
 def _build_locked(corpus: Path, files: list[SourceFile], index_dir: Path, settings: IndexSettings,
@@ -528,7 +525,7 @@ def _build_locked(corpus: Path, files: list[SourceFile], index_dir: Path, settin
     _warn_skipped(plan.skipped)
     reader.read(plan.read)
     if not plan.reuse and not reader.documents():
-        raise _no_documents(corpus)
+        raise no_documents(corpus)
 
     embedder = load_model()
     if old is not None and old.manifest["model"]["weights_hash"] != embedder.weights_hash:
