@@ -147,7 +147,8 @@ def as_examples(groups: list[dict], scores_key: str | None = None,
     ex = Examples(np.zeros((len(labels), 0), np.float32), np.asarray(labels, np.float32),
                   np.asarray(group, np.int64),
                   [{k: g[k] for k in ("id", "benchmark", "split", "answerable", "withheld",
-                                      "kind", "english", "source")} for g in groups])
+                                      "kind", "english", "source")} for g in groups],
+                  [""] * len(labels))
     return ex, np.asarray(flat, np.float64)
 
 

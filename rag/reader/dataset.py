@@ -55,14 +55,17 @@ class Examples:
     features: np.ndarray  # (n, f) float32
     labels: np.ndarray  # (n,) float32, 1 = contains a gold answer in a gold file
     group: np.ndarray  # (n,) int64 question number
-    questions: list[dict]  # per group: id, benchmark, split, answerable, withheld, kind, english
+    questions: list[dict]  # per group: id, benchmark, split, answerable, withheld, kind, english,
+    #                        question (the text asked)
+    texts: list[str]  # (n,) the candidate sentences, for the cross-encoder (rag/reader/cross.py)
 
     def select(self, keep: np.ndarray) -> Examples:
         """The examples of the groups where ``keep`` (per question) is true, renumbered."""
         new_number = np.cumsum(keep) - 1
         rows = keep[self.group]
         return Examples(self.features[rows], self.labels[rows], new_number[self.group[rows]],
-                        [q for q, k in zip(self.questions, keep) if k])
+                        [q for q, k in zip(self.questions, keep) if k],
+                        [t for t, r in zip(self.texts, rows) if r])
 
 
 def build_examples(benchmark: str, bench: Path, index_dir: Path, limit: int | None = None,
@@ -82,7 +85,7 @@ def build_examples(benchmark: str, bench: Path, index_dir: Path, limit: int | No
     questions = read_questions(folder / "questions.jsonl")[:limit]
     texts = [assistant.clean_question(q["question"]) for q in questions]
     vectors = _query_vectors(assistant, texts, Path(index_dir))
-    features, labels, group, meta = [], [], [], []
+    features, labels, group, meta, sentence_texts = [], [], [], [], []
     asks = [(q, t, v, False) for q, t, v in zip(questions, texts, vectors)]
     asks += [(q, t, v, True) for q, t, v in zip(questions, texts, vectors) if q["answerable"]]
     for question, text, vector, withheld in tqdm(asks, desc=f"{benchmark} candidates",
@@ -95,7 +98,9 @@ def build_examples(benchmark: str, bench: Path, index_dir: Path, limit: int | No
         index = context.index
         for sentence, row in zip(found.sentences, found.features):
             source = index.chunk(sentence.chunk_id).source
-            text_norm = normalize_answer(index.sentence_text(sentence))
+            sentence_text = index.sentence_text(sentence)
+            sentence_texts.append(sentence_text)
+            text_norm = normalize_answer(sentence_text)
             positive = source in question["sources"] and any(g and g in text_norm for g in gold)
             features.append(row)
             labels.append(float(positive))
@@ -104,11 +109,12 @@ def build_examples(benchmark: str, bench: Path, index_dir: Path, limit: int | No
                      "split": split_of(question["sources"][0]),
                      "answerable": bool(question["answerable"]) and not withheld,
                      "withheld": withheld, "kind": question.get("kind", ""),
-                     "english": is_english(text)})
+                     "english": is_english(text), "question": text})
     dim = assistant.index.sentence_vectors.dim
     return Examples(np.asarray(features, np.float32).reshape(len(features), -1) if features
                     else np.zeros((0, dim), np.float32),
-                    np.asarray(labels, np.float32), np.asarray(group, np.int64), meta)
+                    np.asarray(labels, np.float32), np.asarray(group, np.int64), meta,
+                    sentence_texts)
 
 
 def _query_vectors(assistant, texts: list[str], index_dir: Path) -> np.ndarray:
@@ -127,4 +133,4 @@ def concatenate(parts: list[Examples]) -> Examples:
     return Examples(np.concatenate([p.features for p in parts]),
                     np.concatenate([p.labels for p in parts]),
                     np.concatenate([p.group + o for p, o in zip(parts, offsets)]),
-                    [q for p in parts for q in p.questions])
+                    [q for p in parts for q in p.questions], [t for p in parts for t in p.texts])

@@ -230,7 +230,8 @@ def load_or_build(benchmark: str, work: Path, bench: Path, limit: int | None) ->
     model and its precision make the vectors the features come from)."""
     import hashlib
     folder = Path(bench) / benchmark
-    key = hashlib.sha256(json.dumps([limit, SCALAR_NAMES, IndexSettings().to_json()]).encode())
+    key = hashlib.sha256(json.dumps([limit, SCALAR_NAMES, IndexSettings().to_json(), "texts"])
+                         .encode())
     for path in [folder / "questions.jsonl", *sorted((folder / "corpus").rglob("*"))]:
         if path.is_file():
             key.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
@@ -241,11 +242,12 @@ def load_or_build(benchmark: str, work: Path, bench: Path, limit: int | None) ->
         if meta.get("key") == key.hexdigest():
             arrays = {k: np.load(f"{stem}-{k}.npy", allow_pickle=False)
                       for k in ("features", "labels", "group")}
-            return Examples(**arrays, questions=meta["questions"])
+            return Examples(**arrays, questions=meta["questions"], texts=meta["texts"])
     ex = build_examples(benchmark, bench, work / f"{benchmark}-index", limit)
     for k in ("features", "labels", "group"):
         np.save(f"{stem}-{k}.npy", getattr(ex, k), allow_pickle=False)
-    meta_path.write_text(json.dumps({"key": key.hexdigest(), "questions": ex.questions}),
+    meta_path.write_text(json.dumps({"key": key.hexdigest(), "questions": ex.questions,
+                                     "texts": ex.texts}, ensure_ascii=False),
                          encoding="utf-8")
     return ex
 
