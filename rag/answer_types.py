@@ -129,10 +129,21 @@ def _is_number(token: str) -> bool:
     return bool(_NUMBER.search(token)) or token.lower() in _NUMBER_WORDS
 
 
+_COUNTED = re.compile(r"\bcombien d[e'] ?(\w+)(?:[ -](\w+))?")
+
+
 def counted_noun(question: str) -> str | None:
     """The noun a "combien de ..." question counts ("soldats"), or None."""
-    asked = re.search(r"\bcombien d[e'] ?(\w+)", question.replace("’", "'").lower())
+    asked = _COUNTED.search(question.replace("’", "'").lower())
     return asked.group(1) if asked else None
+
+
+def _counted_words(question: str) -> list[list[str]]:
+    """The stems a number may stand before: the counted noun and the word right after it, since
+    "combien de pays membres" is answered by "32 membres" as well as by "32 pays"."""
+    asked = _COUNTED.search(question.replace("’", "'").lower())
+    words_ = [asked.group(1), asked.group(2)] if asked else []
+    return [stem for stem in (tokenize(w) for w in words_ if w) if stem]
 
 
 def _counts_asked_noun(question: str, sentence: str) -> bool:
@@ -143,9 +154,9 @@ def _counts_asked_noun(question: str, sentence: str) -> bool:
     if not counted or counted in ("temps", "fois", "jours", "ans", "années", "mois"):
         # "un"/"une" are far more often articles than amounts: a bare one answers no quantity.
         return any(_is_number(t) and t.lower() not in ("un", "une") for t in tokens)
-    noun = tokenize(counted)
-    return any(tokenize(t) == noun and any(_is_number(p) for p in tokens[max(0, i - 3):i])
-               for i, t in enumerate(tokens) if noun)
+    nouns = _counted_words(question)
+    return any(tokenize(t) in nouns and any(_is_number(p) for p in tokens[max(0, i - 3):i])
+               for i, t in enumerate(tokens))
 
 
 def names_missing(question: str, context: str) -> list[str]:

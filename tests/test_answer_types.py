@@ -38,6 +38,17 @@ def test_sentence_holds_the_asked_kind(kind, sentence, holds):
     assert has_expected_type(kind, sentence, "Combien ?") is holds
 
 
+def test_a_count_may_stand_before_the_word_after_the_counted_noun():
+    question = "Combien de pays membres compte l'OTAN ?"
+    assert has_expected_type("number", "l'Alliance militaire de 32 membres", question)
+    assert has_expected_type("number", "Les 32 pays de l'Alliance", question)
+    assert not has_expected_type("number", "Les pays membres ont signé en 2014.", question)
+    sent = "Combien de soldats nord-coréens ont été envoyés ?"
+    assert has_expected_type("number", "environ 10 000 soldats nord-coréens", sent)
+    assert has_expected_type("number", "10 000 Nord-Coréens ont été envoyés", sent)
+    assert not has_expected_type("number", "Des soldats nord-coréens ont été envoyés", sent)
+
+
 def test_a_name_the_question_already_gives_is_no_answer_to_who():
     question = "Qui a rencontré Rutte à Palm Beach ?"
     assert not has_expected_type("name", "Ce jour-là, Mark Rutte était à Palm Beach.", question)

@@ -36,6 +36,9 @@ from ..language import is_english
 from ..lexical import tokenize
 from ..records import Passage, Sentence
 
+#: Changes when a feature's meaning changes without its name (the answer-type rules, say): the
+#: training cache is keyed by it, so candidates are rebuilt, and the card records it.
+FEATURES_VERSION = 2
 KINDS = ("", "number", "money", "date", "when", "name", "speech")
 _DIGIT = re.compile(r"\d")
 _QUOTE = re.compile(r"[«»“”\"]")

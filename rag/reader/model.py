@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ReaderError
-from .features import SCALAR_NAMES
+from .features import FEATURES_VERSION, SCALAR_NAMES
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "reader.safetensors"
@@ -81,7 +81,8 @@ def load_reader(weights: Path = DEFAULT_WEIGHTS) -> ReaderModel:
     if sha256_of(weights) != card.get("sha256"):
         raise ReaderError(f"reader weights {weights} do not match the sha256 in "
                           f"{card_path(weights).name}; restore them from git or run `rag train-reader`")
-    if tuple(card.get("scalar_features", ())) != SCALAR_NAMES:
+    if (tuple(card.get("scalar_features", ())) != SCALAR_NAMES
+            or card.get("features_version", 1) != FEATURES_VERSION):
         raise ReaderError("reader weights were trained on other features than this program "
                           "computes; run `rag train-reader`")
     try:

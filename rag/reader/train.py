@@ -22,7 +22,7 @@ import numpy as np
 
 from ..config import IndexSettings, SearchSettings, cache_dir
 from .dataset import BENCH_DIR, BENCHMARKS, VALIDATION_SHARE, Examples, build_examples, concatenate
-from .features import SCALAR_NAMES
+from .features import FEATURES_VERSION, SCALAR_NAMES
 from .model import DEFAULT_WEIGHTS, save_reader, sigmoid
 
 SEED = 13
@@ -230,8 +230,8 @@ def load_or_build(benchmark: str, work: Path, bench: Path, limit: int | None) ->
     model and its precision make the vectors the features come from)."""
     import hashlib
     folder = Path(bench) / benchmark
-    key = hashlib.sha256(json.dumps([limit, SCALAR_NAMES, IndexSettings().to_json(), "texts"])
-                         .encode())
+    key = hashlib.sha256(json.dumps([limit, SCALAR_NAMES, FEATURES_VERSION,
+                                     IndexSettings().to_json()]).encode())
     for path in [folder / "questions.jsonl", *sorted((folder / "corpus").rglob("*"))]:
         if path.is_file():
             key.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
@@ -295,7 +295,7 @@ def train_reader(bench: Path = BENCH_DIR, out: Path = DEFAULT_WEIGHTS, work: Pat
         "threshold": round(threshold, 4),
         "extra_threshold": EXTRA_THRESHOLD,
         "seed": seed, "hidden": HIDDEN, "epochs": EPOCHS, "parameters": n_params,
-        "products": False,
+        "products": False, "features_version": FEATURES_VERSION,
         "threshold_rule": (f"refuses {TARGET_FALSE_REFUSAL:.0%} of answerable train questions, "
                            f"out of fold ({FOLDS} folds by article)"),
         "data": {
