@@ -39,7 +39,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -100,10 +100,10 @@ class Index:
 
     def __post_init__(self) -> None:
         self._chunk_at = {c.id: i for i, c in enumerate(self.chunks)}
-        self._sentence_by_id = {s.id: s for s in self.sentences}
-        self._sentences_of: dict[str, list[Sentence]] = {}
-        for sentence in self.sentences:
-            self._sentences_of.setdefault(sentence.chunk_id, []).append(sentence)
+        # Sentences come chunk by chunk in the chunks' order, so one offset per chunk finds a
+        # chunk's sentences and a sentence by its id (<chunk id>:<k>), without a dictionary of
+        # every sentence (millions of entries in a large index).
+        self._first_sentence = _first_sentences(self.chunks, self.sentences)
 
     def chunk(self, chunk_id: str) -> Chunk:
         return self.chunks[self._chunk_at[chunk_id]]
@@ -113,11 +113,23 @@ class Index:
         return self._chunk_at[chunk_id]
 
     def sentence(self, sentence_id: str) -> Sentence:
-        return self._sentence_by_id[sentence_id]
+        chunk_id, _, k = sentence_id.rpartition(":")
+        at = self._chunk_at.get(chunk_id)
+        if at is None or not k.isdigit():
+            raise KeyError(sentence_id)
+        i = int(self._first_sentence[at]) + int(k)
+        if i >= self._first_sentence[at + 1] or self.sentences[i].id != sentence_id:
+            raise KeyError(sentence_id)
+        return self.sentences[i]
 
     def sentences_of(self, chunk_ids: Sequence[str]) -> list[Sentence]:
         """The sentences of ``chunk_ids``, chunk by chunk, in reading order."""
-        return [s for cid in chunk_ids for s in self._sentences_of.get(cid, [])]
+        out: list[Sentence] = []
+        for cid in chunk_ids:
+            at = self._chunk_at.get(cid)
+            if at is not None:
+                out.extend(self.sentences[self._first_sentence[at]:self._first_sentence[at + 1]])
+        return out
 
     def sentence_text(self, sentence: Sentence) -> str:
         return _sentence_text(sentence, self.chunk(sentence.chunk_id))
@@ -326,25 +338,82 @@ def _load_build(index_dir: Path, folder: Path) -> Index:
     """Every file of one build, checked against its manifest and against each other."""
     manifest = _checked_manifest(index_dir, folder)
     try:
-        chunks = [Chunk(**row) for row in _read_jsonl(folder / "chunks.jsonl")]
-        sentences = [Sentence(**row) for row in _read_jsonl(folder / "sentences.jsonl")]
         chunk_vectors = FaissVectorStore.load(folder, "chunks")
         sentence_vectors = FaissVectorStore.load(folder, "sentences")
         lexical = LexicalIndex.load(folder / "bm25")
+        chunks = _load_chunks(folder / "chunks.jsonl", chunk_vectors.ids)
+        sentences = _load_sentences(folder / "sentences.jsonl", chunks, sentence_vectors.ids)
+        index = Index(index_dir, manifest, chunks, sentences, chunk_vectors, sentence_vectors,
+                      lexical)
+    except _Disagree:
+        raise IndexDamagedError(index_dir, "its files disagree with each other") from None
     except Exception as exc:  # any damage to the files means the same thing to the user
         raise IndexDamagedError(index_dir, f"{exc.__class__.__name__} reading its files") from None
-    chunk_ids = [c.id for c in chunks]
     listed = {cid for entry in manifest["files"].values() for cid in entry["chunks"]}
-    if (chunk_vectors.ids != chunk_ids or lexical.ids != chunk_ids
-            or sentence_vectors.ids != [s.id for s in sentences]
-            or listed != set(chunk_ids) or manifest["counts"]["chunks"] != len(chunks)):
+    if (lexical.ids != chunk_vectors.ids or listed != index._chunk_at.keys()
+            or manifest["counts"]["chunks"] != len(chunks)):
         raise IndexDamagedError(index_dir, "its files disagree with each other")
-    return Index(index_dir, manifest, chunks, sentences, chunk_vectors, sentence_vectors, lexical)
+    return index
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+class _Disagree(Exception):
+    """Two files of one build describe different chunks or sentences."""
+
+
+def _read_jsonl(path: Path) -> Iterator[dict]:
+    """The rows of a JSON-lines file, one at a time (a million rows as dicts at once would
+    cost gigabytes)."""
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _load_chunks(path: Path, store_ids: list[str]) -> list[Chunk]:
+    """The chunk records, in the chunk store's order, sharing its id strings and one string per
+    file name."""
+    sources: dict[str, str] = {}
+    chunks = []
+    for at, row in enumerate(_read_jsonl(path)):
+        if at >= len(store_ids) or row["id"] != store_ids[at]:
+            raise _Disagree
+        row["id"] = store_ids[at]
+        row["source"] = sources.setdefault(row["source"], row["source"])
+        chunks.append(Chunk(**row))
+    if len(chunks) != len(store_ids):
+        raise _Disagree
+    return chunks
+
+
+def _load_sentences(path: Path, chunks: list[Chunk], store_ids: list[str]) -> list[Sentence]:
+    """The sentence records, in the sentence store's order, sharing its id strings and their
+    chunk's id string."""
+    sentences = []
+    chunk_at = 0
+    for at, row in enumerate(_read_jsonl(path)):
+        while chunk_at < len(chunks) and row["chunk_id"] != chunks[chunk_at].id:
+            chunk_at += 1  # sentences follow their chunks' order
+        if at >= len(store_ids) or row["id"] != store_ids[at] or chunk_at == len(chunks):
+            raise _Disagree
+        sentences.append(Sentence(store_ids[at], chunks[chunk_at].id, row["start"], row["end"]))
+    if len(sentences) != len(store_ids):
+        raise _Disagree
+    return sentences
+
+
+def _first_sentences(chunks: list[Chunk], sentences: list[Sentence]) -> np.ndarray:
+    """``first[i]:first[i + 1]`` are the positions of chunk i's sentences (sentences in chunk
+    order, as builds write them; ``_Disagree`` otherwise)."""
+    first = np.zeros(len(chunks) + 1, dtype=np.int64)
+    at = 0
+    for i, chunk in enumerate(chunks):
+        first[i] = at
+        while at < len(sentences) and sentences[at].chunk_id == chunk.id:
+            at += 1
+    first[len(chunks)] = at
+    if at != len(sentences):
+        raise _Disagree
+    return first
 
 
 # ---------------------------------------------------------------------------------------------

@@ -376,9 +376,21 @@ def _data_file_truncated(index: Path) -> None:
     path.write_bytes(path.read_bytes()[:100])
 
 
+def _sentences_out_of_order(index: Path) -> None:
+    path = index / current_build(index) / "sentences.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join([lines[-1], *lines[1:-1], lines[0]]), encoding="utf-8")
+
+
+def _chunk_record_missing(index: Path) -> None:
+    path = index / current_build(index) / "chunks.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]), encoding="utf-8")
+
+
 DAMAGES = [_manifest_list, _manifest_without("files"), _manifest_without("counts"),
            _manifest_without("model"), _current_random_bytes, _current_folder,
-           _data_file_truncated]
+           _data_file_truncated, _chunk_record_missing]
 
 
 @pytest.mark.parametrize("damage", DAMAGES, ids=lambda d: d.__name__.strip("_"))
@@ -388,6 +400,14 @@ def test_a_damaged_index_is_one_line_for_readers(damage, tiny_index):
         load_index(tiny_index)
     message = str(error.value)
     assert "damaged" in message and "rag index --rebuild" in message and "\n" not in message
+
+
+def test_records_out_of_order_are_damage_for_readers(tiny_index):
+    """Sentences must follow their chunks' order (lookups rely on it); a file that breaks it, even
+    one the same size as before, is reported rather than answered from."""
+    _sentences_out_of_order(tiny_index)
+    with pytest.raises(IndexStoreError, match="damaged"):
+        load_index(tiny_index)
 
 
 @pytest.mark.parametrize("command", [["index"], ["index", "--rebuild"], ["ask", SUMMIT_QUESTION]],

@@ -94,6 +94,20 @@ def test_incremental_add_change_delete(tiny_corpus, tmp_path):
     assert build_folders(index) == [current_build(index)]  # older builds are cleaned up
 
 
+def test_sentences_are_found_by_id_and_by_chunk(index):
+    loaded = load_index(index)
+    by_chunk: dict[str, list] = {}
+    for sentence in loaded.sentences:
+        assert loaded.sentence(sentence.id) is sentence
+        by_chunk.setdefault(sentence.chunk_id, []).append(sentence)
+    last, first = loaded.chunks[-1].id, loaded.chunks[0].id
+    assert loaded.sentences_of([last, first]) == by_chunk[last] + by_chunk[first]
+    assert loaded.sentences_of(["no such chunk"]) == []
+    for bad in ("", ":", f"{first}:999", f"{first}:x", "no such chunk:0", f"{first}:-1"):
+        with pytest.raises(KeyError):
+            loaded.sentence(bad)
+
+
 def test_reused_vectors_equal_fresh_ones(tiny_corpus, index, tmp_path):
     """An updated index must search exactly like one built from scratch on the same files."""
     (tiny_corpus / "extra.txt").write_text("Un fichier de plus sur le sommet de juin, pour forcer "
