@@ -57,7 +57,7 @@ class Examples:
     group: np.ndarray  # (n,) int64 question number
     questions: list[dict]  # per group: id, benchmark, split, answerable, withheld, kind, english,
     #                        question (the text asked)
-    texts: list[str]  # (n,) the candidate sentences, for the cross-encoder (rag/reader/cross.py)
+    texts: list[str]  # (n,) the candidate sentences (benchmarks/reader_cross.py reads them)
 
     def select(self, keep: np.ndarray) -> Examples:
         """The examples of the groups where ``keep`` (per question) is true, renumbered."""
