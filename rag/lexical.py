@@ -67,7 +67,11 @@ class LexicalIndex:
               stop: frozenset[str] = STOPWORDS) -> LexicalIndex:
         model = bm25s.BM25()
         # Empty token lists would shift bm25s rows; a placeholder token keeps rows aligned.
-        corpus = [tokenize(t, stop) or ["\u2400"] for t in texts]
+        # Each distinct word is kept once: the stemmer returns a new string per occurrence, and
+        # 100,000 chunks hold 8 million of them (measured: 246 MB of lists, 85 MB interned).
+        words: dict[str, str] = {}
+        corpus = [[words.setdefault(w, w) for w in tokenize(t, stop)] or ["\u2400"]
+                  for t in texts]
         model.index(corpus, show_progress=False)
         return cls(model, list(ids), stop)
 
