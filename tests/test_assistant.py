@@ -75,6 +75,24 @@ def extractive(assistant):
                      answerer=ExtractiveAnswerer())
 
 
+@pytest.mark.parametrize("question", [
+    "What did Trump say about NATO members who don't pay?",
+    "Pourquoi Trump critique-t-il l'OTAN ?",
+    "Qui est le secrétaire général de l'OTAN ?",
+])
+def test_every_answerer_leads_with_its_best_sentence(assistant, extractive, question):
+    """The sentence read first is the best-scored one, whichever answerer quotes it (the English
+    question over French text goes to the extractive answerer even by default)."""
+    quoted = 0
+    for reader in (assistant, extractive):
+        answer = reader.ask(question)
+        scores = [c.score for c in answer.citations]
+        assert scores == sorted(scores, reverse=True)
+        assert not answer.citations or answer.answer.startswith(answer.citations[0].text[:40])
+        quoted += len(answer.citations)
+    assert quoted >= 2
+
+
 @pytest.mark.parametrize("question, reason", [
     # La Haye is named in the article, but not near the sentence that gives a date
     ("Quel jour exact de juin s'ouvrira le sommet de l'OTAN à La Haye ?",
