@@ -107,9 +107,6 @@ class Assistant:
         self.index: Index = index
         # After the index: a corpus or index problem is reported before a reader problem.
         self.answerer: Answerer = answerer or make_answerer(search)
-        #: The build folder ``self.index`` was loaded from: ``refresh`` loads an index only when
-        #: ``CURRENT`` names another one.
-        self.build: str | None = self._build_name()
         self._refresh_lock = threading.Lock()
 
     def _model(self) -> Embedder:
@@ -134,10 +131,6 @@ class Assistant:
                 "model": manifest["model"]["name"], "built": manifest["created"],
                 "corpus": str(self.corpus), "folder": self.corpus.resolve().name}
 
-    def _build_name(self) -> str | None:
-        build = current_build(self.index_dir)
-        return build.name if build is not None else None
-
     def refresh(self) -> BuildReport | None:
         """Bring the index up to date with the corpus folder and swap the new one in.
 
@@ -148,13 +141,13 @@ class Assistant:
         """
         with self._refresh_lock:  # one refresh at a time; questions never wait for it
             report = update_index(self.corpus, self.index_dir, self.index_settings, self._model)
-            build = self._build_name()
-            if build == self.build:
-                return None
+            current = current_build(self.index_dir)
+            if current is not None and current.name == self.index.build:
+                return None  # ``CURRENT`` still names the build in use
             index = load_index(self.index_dir)
             if index is None:
                 raise IndexStoreError(f"no index at {self.index_dir} any more")
-            self.index, self.build, self.report = index, build, report  # the swap
+            self.index, self.report = index, report  # the swap
             return report
 
     def clean_question(self, question: str) -> str:

@@ -97,6 +97,9 @@ class Index:
     chunk_vectors: VectorStore
     sentence_vectors: VectorStore
     lexical: LexicalIndex
+    #: The name of the build folder it was read from: a running chat compares it with ``CURRENT``
+    #: to know whether another index is now in use.
+    build: str = ""
 
     def __post_init__(self) -> None:
         self._chunk_at = {c.id: i for i, c in enumerate(self.chunks)}
@@ -334,9 +337,11 @@ def load_index(index_dir: Path) -> Index | None:
     return None
 
 
-def _load_build(index_dir: Path, folder: Path) -> Index:
-    """Every file of one build, checked against its manifest and against each other."""
-    manifest = _checked_manifest(index_dir, folder)
+def _load_build(index_dir: Path, folder: Path, manifest: dict | None = None) -> Index:
+    """Every file of one build, checked against its manifest (``manifest`` when the caller has
+    already read and checked it) and against each other."""
+    if manifest is None:
+        manifest = _checked_manifest(index_dir, folder)
     try:
         chunk_vectors = FaissVectorStore.load(folder, "chunks")
         sentence_vectors = FaissVectorStore.load(folder, "sentences")
@@ -344,7 +349,7 @@ def _load_build(index_dir: Path, folder: Path) -> Index:
         chunks = _load_chunks(folder / "chunks.jsonl", chunk_vectors.ids)
         sentences = _load_sentences(folder / "sentences.jsonl", chunks, sentence_vectors.ids)
         index = Index(index_dir, manifest, chunks, sentences, chunk_vectors, sentence_vectors,
-                      lexical)
+                      lexical, folder.name)
     except _Disagree:
         raise IndexDamagedError(index_dir, "its files disagree with each other") from None
     except Exception as exc:  # any damage to the files means the same thing to the user
@@ -531,14 +536,20 @@ def update_index(corpus: Path, index_dir: Path, settings: IndexSettings,
     reader = _Reader(settings)
     # Read what changed before taking the lock: a corpus with no usable text fails here, before
     # anything is created, and the wait for another build is not spent idle.
-    reader.read(ahead.read)
-    if not ahead.reuse and not reader.documents():
-        raise no_documents(corpus)
+    _read_planned(reader, ahead, corpus)
     with IndexLock(index_dir):
         report = _build_locked(corpus, files, index_dir, settings, load_model, rebuild, progress,
                                reader)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _read_planned(reader: _Reader, plan: _Plan, corpus: Path) -> None:
+    """Read and chunk the files ``plan`` needs (each once per build); CorpusError when the index
+    would hold no document."""
+    reader.read(plan.read)
+    if not plan.reuse and not reader.documents():
+        raise no_documents(corpus)
 
 
 def _up_to_date(manifest: dict, seconds: float = 0.0) -> BuildReport:
@@ -588,13 +599,11 @@ def _build_locked(corpus: Path, files: list[SourceFile], index_dir: Path, settin
     old: Index | None = None
     if state is not None and plan.reuse:
         try:
-            old = _load_build(index_dir, state.folder)
+            old = _load_build(index_dir, state.folder, state.manifest)
         except IndexDamagedError as exc:
             reason, repaired, plan = _warn_damaged(exc), True, _plan(files, None)
     _warn_skipped(plan.skipped)
-    reader.read(plan.read)
-    if not plan.reuse and not reader.documents():
-        raise no_documents(corpus)
+    _read_planned(reader, plan, corpus)
 
     embedder = load_model()
     if old is not None and old.manifest["model"]["weights_hash"] != embedder.weights_hash:
