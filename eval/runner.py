@@ -206,9 +206,11 @@ def run_eval(corpus: Path, questions_path: Path, retrievers: Sequence[str],
              precision: str = IndexSettings.precision,
              limit: int | None = None, progress: bool = True,
              assistant_factory: Callable | None = None,
-             search: SearchSettings = SearchSettings(), split: str = "all") -> dict:
+             search: SearchSettings = SearchSettings(), split: str = "all",
+             store=None) -> dict:
     """Run the evaluation; returns ``{"metrics": {retriever: block}, "questions", "run"}``
-    (always keyed by retriever; ``output_json`` flattens the single-retriever case)."""
+    (always keyed by retriever; ``output_json`` flattens the single-retriever case). ``store``
+    (a ``rag.stores.StoreLocation``) says where the vectors are, None where the index says."""
     from rag.assistant import Assistant
 
     started = time.perf_counter()
@@ -228,7 +230,8 @@ def run_eval(corpus: Path, questions_path: Path, retrievers: Sequence[str],
     settings = IndexSettings(model=model, precision=precision)
     factory = assistant_factory or Assistant
     assistant = factory(corpus, index_dir, settings, search,
-                        progress=progress and sys.stderr.isatty())
+                        progress=progress and sys.stderr.isatty(),
+                        **({"store": store} if store is not None else {}))
     index_seconds = time.perf_counter() - started
     assistant.embedder  # load the model before the questions' clock starts
     load_seconds = time.perf_counter() - started - index_seconds

@@ -35,6 +35,7 @@ from .language import is_english, is_follow_up
 from .records import Answer, Passage
 from .rerank import Reranker, rerank
 from .retrieve import rank
+from .stores import StoreLocation
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,12 @@ class Assistant:
                  index_settings: IndexSettings = IndexSettings(),
                  search: SearchSettings = SearchSettings(), update: bool = True,
                  progress: bool = False, embedder: Embedder | None = None,
-                 answerer: Answerer | None = None, reranker: Reranker | None = None) -> None:
+                 answerer: Answerer | None = None, reranker: Reranker | None = None,
+                 store: StoreLocation | None = None) -> None:
         """``embedder`` replaces the model named by ``index_settings.model`` (tests use a small
         deterministic one); ``answerer`` defaults to the one ``search.answerer`` names (the
-        reader); ``reranker`` is off unless given."""
+        reader); ``reranker`` is off unless given; ``store`` says where the vectors are (None:
+        where the index says, rag/stores.py)."""
         self.corpus = Path(corpus)
         self.index_dir = Path(index_dir) if index_dir else default_index_dir(self.corpus)
         self.index_settings = index_settings
@@ -97,11 +100,12 @@ class Assistant:
         self.reranker = reranker
         self._embedder: Embedder | None = embedder
         self._lock = threading.Lock()
+        self.store = store
         self.report: BuildReport | None = None
         if update:
             self.report = update_index(self.corpus, self.index_dir, index_settings,
-                                       self._model, progress=progress)
-        index = load_index(self.index_dir)
+                                       self._model, progress=progress, store=store)
+        index = load_index(self.index_dir, store)
         if index is None:
             raise IndexStoreError(f"no index at {self.index_dir}; run `rag index` first")
         self.index: Index = index
@@ -140,11 +144,12 @@ class Assistant:
         failed update must not take answering down. Questions in flight keep their snapshot.
         """
         with self._refresh_lock:  # one refresh at a time; questions never wait for it
-            report = update_index(self.corpus, self.index_dir, self.index_settings, self._model)
+            report = update_index(self.corpus, self.index_dir, self.index_settings, self._model,
+                                  store=self.store)
             current = current_build(self.index_dir)
             if current is not None and current.name == self.index.build:
                 return None  # ``CURRENT`` still names the build in use
-            index = load_index(self.index_dir)
+            index = load_index(self.index_dir, self.store)
             if index is None:
                 raise IndexStoreError(f"no index at {self.index_dir} any more")
             self.index, self.report = index, report  # the swap

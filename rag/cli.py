@@ -15,6 +15,7 @@ from pathlib import Path
 from .config import (ANSWERERS, DEFAULT_CORPUS, PRECISIONS, RETRIEVERS, IndexSettings,
                      SearchSettings, default_index_dir, set_offline_environment)
 from .errors import RagError, UserError
+from .stores import parse_store, redact
 
 EXIT_USAGE = 2
 
@@ -31,6 +32,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="how the bundled model runs: fp32 (PyTorch, default) or int8 (ONNX "
                              "Runtime: several times faster, slightly less exact quotes); other "
                              "models run as they are")
+    parser.add_argument("--store", action="append", default=None, metavar="URL",
+                        help="where the vectors live: 'local' (FAISS files in the index folder, "
+                             "the default for a new index) or postgres://USER@HOST:PORT/DB "
+                             "(PostgreSQL with pgvector), given once per shard; in each URL, "
+                             "replica=HOST:PORT sends reads to a replica, search=exact compares "
+                             "every vector. Default: where the index keeps them already")
 
 
 def _answering(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +120,7 @@ def index_settings(args: argparse.Namespace) -> IndexSettings:
 def _assistant(args: argparse.Namespace, progress: bool):
     from .assistant import Assistant
     return Assistant(args.corpus, args.index, index_settings(args), search_settings(args),
-                     progress=progress)
+                     progress=progress, store=parse_store(args.store))
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -123,7 +130,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     index_dir = args.index or default_index_dir(args.corpus)
     report = update_index(args.corpus, index_dir, settings,
                           lambda: load_embedder(settings.model, settings.precision),
-                          rebuild=args.rebuild, progress=sys.stderr.isatty())
+                          rebuild=args.rebuild, progress=sys.stderr.isatty(),
+                          store=parse_store(args.store))
     if report.reason and not report.repaired:  # a repair was already announced as a warning
         print(f"full rebuild: {report.reason}", file=sys.stderr)
     if args.json:
@@ -182,7 +190,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = runner.run_eval(args.corpus, questions, retrievers, index_dir=args.index,
                              model=args.model, precision=args.precision, limit=args.limit,
                              progress=True,
-                             search=search_settings(args), split=args.split)
+                             search=search_settings(args), split=args.split,
+                             store=parse_store(args.store))
     result["run"]["command"] = shlex.join(["rag", *args.argv])
     print(runner.summary(result))
     if args.json is not None:
@@ -238,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     set_offline_environment()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    args.argv = argv  # recorded by `rag eval` so a run says how to reproduce it
+    args.argv = [redact(a) for a in argv]  # recorded by `rag eval`; never a password
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s: %(message)s")
     try:

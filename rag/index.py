@@ -49,11 +49,13 @@ from .config import IndexSettings
 from .corpus import (SourceFile, content_hash, display_name, no_documents, parse_document,
                      scan_corpus, warn_unreadable)
 from .embedder import Embedder
-from .errors import IndexDamagedError, IndexStoreError
+from .errors import IndexDamagedError, IndexStoreError, RagError
 from .lexical import LexicalIndex, stop_words
 from .lock import IndexLock
 from .records import Chunk, Sentence
 from .sentences import sentence_spans
+from . import stores
+from .stores import StoreLocation
 from .vector_store import FaissVectorStore, VectorStore
 
 log = logging.getLogger(__name__)
@@ -311,11 +313,12 @@ def _checked_manifest(index_dir: Path, folder: Path) -> dict:
 _LOAD_ATTEMPTS = 3
 
 
-def load_index(index_dir: Path) -> Index | None:
+def load_index(index_dir: Path, store: StoreLocation | None = None) -> Index | None:
     """The index in ``index_dir``, or None when there is none yet.
 
     Never waits for a build. If a build switches ``CURRENT`` and removes the build being read
-    meanwhile, the new one is read instead.
+    meanwhile, the new one is read instead. ``store`` gives the URLs (and passwords) of the
+    servers of an index whose vectors are in PostgreSQL; without it, the manifest's are used.
     """
     # faiss ships its own OpenBLAS, whose threads keep spinning after a search and then fight
     # torch's threads for the CPU: on two cores the next query embedding took 110 ms instead of
@@ -328,7 +331,7 @@ def load_index(index_dir: Path) -> Index | None:
         if name is None:
             return None
         try:
-            return _load_build(index_dir, index_dir / name)
+            return _load_build(index_dir, index_dir / name, store=store)
         except IndexStoreError:
             now = _pointer_or_none(index_dir)
             if now == name or now is None or attempt == _LOAD_ATTEMPTS - 1:
@@ -337,14 +340,16 @@ def load_index(index_dir: Path) -> Index | None:
     return None
 
 
-def _load_build(index_dir: Path, folder: Path, manifest: dict | None = None) -> Index:
+def _load_build(index_dir: Path, folder: Path, manifest: dict | None = None,
+                store: StoreLocation | None = None) -> Index:
     """Every file of one build, checked against its manifest (``manifest`` when the caller has
-    already read and checked it) and against each other."""
+    already read and checked it) and against each other. A vector store server that does not
+    answer is its own error (RagError), not damage: the index is not rebuilt for it."""
     if manifest is None:
         manifest = _checked_manifest(index_dir, folder)
     try:
-        chunk_vectors = FaissVectorStore.load(folder, "chunks")
-        sentence_vectors = FaissVectorStore.load(folder, "sentences")
+        chunk_vectors = stores.open_store(folder, "chunks", manifest, store)
+        sentence_vectors = stores.open_store(folder, "sentences", manifest, store)
         lexical = LexicalIndex.load(folder / "bm25")
         chunks = _load_chunks(folder / "chunks.jsonl", chunk_vectors.ids)
         sentences = _load_sentences(folder / "sentences.jsonl", chunks, sentence_vectors.ids)
@@ -352,6 +357,8 @@ def _load_build(index_dir: Path, folder: Path, manifest: dict | None = None) -> 
                       lexical, folder.name)
     except _Disagree:
         raise IndexDamagedError(index_dir, "its files disagree with each other") from None
+    except RagError:
+        raise
     except Exception as exc:  # any damage to the files means the same thing to the user
         raise IndexDamagedError(index_dir, f"{exc.__class__.__name__} reading its files") from None
     listed = {cid for entry in manifest["files"].values() for cid in entry["chunks"]}
@@ -515,13 +522,17 @@ class _Reader:
 
 def update_index(corpus: Path, index_dir: Path, settings: IndexSettings,
                  load_model: Callable[[], Embedder], rebuild: bool = False,
-                 progress: bool = False) -> BuildReport:
+                 progress: bool = False, store: StoreLocation | None = None) -> BuildReport:
     """Bring the index of ``corpus`` up to date, embedding only what changed.
 
     An unchanged corpus costs a hash of each file and a read of the manifest; ``load_model`` is
     called only when something must be embedded. Anything else happens under the index's lock
     (another build of the same index is waited for, then the index is read again), and a damaged
     index is rebuilt from scratch with a warning.
+
+    ``store`` says where the vectors go (rag/stores.py); None keeps the index's own place (its
+    folder for a new index). Vectors that move are copied, not embedded again. A store server
+    that does not answer is said before anything is read or embedded.
     """
     started = time.perf_counter()
     corpus, index_dir = Path(corpus), Path(index_dir)
@@ -529,19 +540,30 @@ def update_index(corpus: Path, index_dir: Path, settings: IndexSettings,
     files = scan_corpus(corpus)
     manifest = None if rebuild else _reusable_manifest(index_dir, settings)
     ahead = _plan(files, manifest)
-    if manifest is not None and ahead.unchanged:
+    if (manifest is not None and ahead.unchanged
+            and not (store is not None and stores.moved(manifest, store))):
         _warn_skipped(ahead.skipped)
         _tidy(index_dir)
         return _up_to_date(manifest, time.perf_counter() - started)
+    stores.check_reachable(stores.location_of(_current_manifest(index_dir), store))
     reader = _Reader(settings)
     # Read what changed before taking the lock: a corpus with no usable text fails here, before
     # anything is created, and the wait for another build is not spent idle.
     _read_planned(reader, ahead, corpus)
     with IndexLock(index_dir):
         report = _build_locked(corpus, files, index_dir, settings, load_model, rebuild, progress,
-                               reader)
+                               reader, store)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _current_manifest(index_dir: Path) -> dict | None:
+    """The manifest of the build in use, whatever its settings; None without a readable one."""
+    try:
+        state = _read_state(index_dir)
+    except IndexStoreError:
+        return None
+    return state.manifest if state is not None else None
 
 
 def _read_planned(reader: _Reader, plan: _Plan, corpus: Path) -> None:
@@ -577,10 +599,13 @@ def _warn_skipped(skipped: dict[str, dict]) -> None:
 
 def _build_locked(corpus: Path, files: list[SourceFile], index_dir: Path, settings: IndexSettings,
                   load_model: Callable[[], Embedder], rebuild: bool, progress: bool,
-                  reader: _Reader) -> BuildReport:
+                  reader: _Reader, store: StoreLocation | None = None) -> BuildReport:
     """The build proper, with the index's lock held: reads the index again (another build may
     just have updated it), then reuses, embeds and writes."""
     _remove_leftovers(index_dir, keep=_pointer_or_none(index_dir))
+    previous = _current_manifest(index_dir)
+    location = stores.location_of(previous, store)
+    stores.drop_stale(index_dir, previous, store)  # failed builds' and the replaced build's tables
     reason, repaired, state = ("requested with --rebuild" if rebuild else ""), False, None
     if not rebuild:
         try:
@@ -592,14 +617,15 @@ def _build_locked(corpus: Path, files: list[SourceFile], index_dir: Path, settin
             if reason:
                 state = None
     plan = _plan(files, state.manifest if state else None)
-    if state is not None and plan.unchanged:  # another build did it while this one waited
+    if (state is not None and plan.unchanged  # another build did it while this one waited
+            and not stores.moved(state.manifest, location)):
         _warn_skipped(plan.skipped)
         return _up_to_date(state.manifest)
     removed = plan.removed
     old: Index | None = None
     if state is not None and plan.reuse:
         try:
-            old = _load_build(index_dir, state.folder, state.manifest)
+            old = _load_build(index_dir, state.folder, state.manifest, store=store)
         except IndexDamagedError as exc:
             reason, repaired, plan = _warn_damaged(exc), True, _plan(files, None)
     _warn_skipped(plan.skipped)
@@ -609,7 +635,9 @@ def _build_locked(corpus: Path, files: list[SourceFile], index_dir: Path, settin
     if old is not None and old.manifest["model"]["weights_hash"] != embedder.weights_hash:
         reason, old, plan = "model weights changed", None, _plan(files, None)
         reader.read(plan.read)
-    report = _write_build(files, plan, reader, old, index_dir, settings, embedder, progress)
+    report = _write_build(files, plan, reader, old, index_dir, settings, embedder, progress,
+                          location=location)
+    stores.drop_replaced(previous, location, store)
     report.removed = removed if not reason else 0
     report.full_rebuild = old is None and bool(reason)
     report.reason, report.repaired = reason, repaired
@@ -624,8 +652,9 @@ def _warn_damaged(exc: IndexDamagedError) -> str:
 
 def _write_build(files: list[SourceFile], plan: _Plan, reader: _Reader, old: Index | None,
                  index_dir: Path, settings: IndexSettings, embedder: Embedder,
-                 progress: bool) -> BuildReport:
-    """Assemble chunks and vectors (reused or new) and write them as a new current build."""
+                 progress: bool, location: StoreLocation = StoreLocation()) -> BuildReport:
+    """Assemble chunks and vectors (reused or new) and write them as a new current build, its
+    vectors where ``location`` says."""
     chunks: list[Chunk] = []
     indexed: dict[str, dict] = {}
     skipped = dict(plan.skipped)
@@ -657,10 +686,12 @@ def _write_build(files: list[SourceFile], plan: _Plan, reader: _Reader, old: Ind
 
     chunk_store = _assemble(embedder.dim, [c.id for c in chunks],
                             dict(zip((c.id for c in fresh), new_chunk_vectors)),
-                            old.chunk_vectors if old else None)
+                            old.chunk_vectors if old else None,
+                            stores.new_store(location, embedder.dim, index_dir, "chunks"))
     sentence_store = _assemble(embedder.dim, [s.id for s in sentences],
                                dict(zip((s.id for s in fresh_sentences), new_sentence_vectors)),
-                               old.sentence_vectors if old else None)
+                               old.sentence_vectors if old else None,
+                               stores.new_store(location, embedder.dim, index_dir, "sentences"))
     lexical = LexicalIndex.build([c.id for c in chunks], [c.text for c in chunks],
                                  stop_words(settings.question_stop_words))
     manifest = {
@@ -698,8 +729,9 @@ def _sentence_text(sentence: Sentence, chunk: Chunk) -> str:
 
 
 def _assemble(dim: int, ids: list[str], new: dict[str, np.ndarray],
-              old: VectorStore | None) -> FaissVectorStore:
-    """A store holding ``ids`` in order: fresh vectors from ``new``, the rest from ``old``."""
+              old: VectorStore | None, store: VectorStore | None = None) -> VectorStore:
+    """``store`` (a new FAISS store by default) filled with ``ids`` in order: fresh vectors from
+    ``new``, the rest from ``old`` (which may be a store of another kind)."""
     vectors = np.zeros((len(ids), dim), dtype=np.float32)
     reused = [i for i, id_ in enumerate(ids) if id_ not in new]
     if reused:
@@ -707,7 +739,7 @@ def _assemble(dim: int, ids: list[str], new: dict[str, np.ndarray],
     for i, id_ in enumerate(ids):
         if id_ in new:
             vectors[i] = new[id_]
-    store = FaissVectorStore(dim)
+    store = store if store is not None else FaissVectorStore(dim)
     store.add(ids, vectors)
     return store
 
@@ -727,6 +759,10 @@ def write_build(index_dir: Path, manifest: dict, chunks: list[Chunk], sentences:
         folder.mkdir()
         _write_files(folder, manifest, chunks, sentences, chunk_vectors, sentence_vectors, lexical)
         _switch_current(index_dir, name)
+    except RagError:  # a vector store server that stopped answering, say
+        if _pointer_or_none(index_dir) != name:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     except OSError as exc:
         if _pointer_or_none(index_dir) != name:
             shutil.rmtree(folder, ignore_errors=True)
