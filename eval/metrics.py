@@ -32,7 +32,8 @@ Definitions (keys of the metrics block, exactly):
   unanswerable questions whose closest passages are on neighbouring topics: PIAF then measures
   abstention too, on 3,779 questions nobody wrote for this project.
 * ``citation_valid``: share of all citations whose text is found verbatim in the cited file within
-  the cited lines (file read with ``rag.corpus.read_document``, as the index read it).
+  the cited lines (file read with ``rag.corpus.read_document``, as the index read it; for a file
+  with pages, a PDF, the lines of the cited page).
 * ``latency_ms_p50`` / ``latency_ms_p95``: percentiles of ``Assistant.ask`` time.
 * ``n_questions``, ``n_answerable``, ``n_unanswerable``, ``n_citations``, ``n_failed``: counts.
 
@@ -155,25 +156,41 @@ class SourceLines:
         self.root = Path(corpus_root)
         self.min_words = min_words
         self._lines: dict[str, list[str] | None] = {}
+        self._first_lines: dict[str, list[int]] = {}  # first line of each page, files with pages
 
-    def lines(self, source: str) -> list[str] | None:
+    def lines(self, source: str, page: int | None = None) -> list[str] | None:
+        """The lines of ``source``, or of its page ``page`` (1-based) for a file with pages (a
+        PDF...), whose citations count lines within the page; None when there is no such file or
+        page."""
         if source not in self._lines:
             from rag.corpus import read_document
+            from rag.index import page_starts
             path = self.root / source
             doc = None
             if path.is_file() and path.resolve().is_relative_to(self.root.resolve()):
                 doc = read_document(self.root, path, self.min_words)
             # Line numbers count "\n" (rag.corpus.line_number), so split on "\n" only.
             self._lines[source] = doc.text.split("\n") if doc else None
-        return self._lines[source]
+            self._first_lines[source] = [line for _, line in page_starts(doc)] if doc else []
+        lines, firsts = self._lines[source], self._first_lines[source]
+        if lines is None or page is None:
+            return lines
+        if not 1 <= page <= len(firsts):  # no such page, or a file without pages
+            return None
+        last = firsts[page] - 1 if page < len(firsts) else len(lines)
+        return lines[firsts[page - 1] - 1:last]
 
     def citation_ok(self, citation: dict) -> bool:
         try:
             start, end = int(citation["start_line"]), int(citation["end_line"])
             text, source = citation["text"], citation["source"]
+            page = citation.get("page")
+            page = None if page is None else int(page)
         except (KeyError, TypeError, ValueError):
             return False
-        lines = self.lines(source)
+        lines = self.lines(source, page)
+        if page is None and self._first_lines.get(source):
+            return False  # a file with pages is cited by page: lines alone say nothing
         if not lines or not text or start < 1 or end < start or end > len(lines):
             return False
         return text in "\n".join(lines[start - 1:end])

@@ -52,11 +52,13 @@ class Answerer(Protocol):
 
 
 def cite(index: Index, sentence: Sentence, n: int, score: float) -> Citation:
-    """The citation of one sentence: its file, exact lines and verbatim text."""
+    """The citation of one sentence: its file, exact lines (within its page, for a file with
+    pages) and verbatim text."""
     start_line, end_line = index.sentence_lines(sentence)
     chunk = index.chunk(sentence.chunk_id)
+    page, start_line, end_line = index.on_page(chunk.source, sentence.start, start_line, end_line)
     return Citation(n=n, source=chunk.source, start_line=start_line, end_line=end_line,
-                    text=index.sentence_text(sentence), score=score)
+                    text=index.sentence_text(sentence), score=score, page=page)
 
 
 def quoted_answer(citations: list[Citation]) -> str:

@@ -234,4 +234,6 @@ class Assistant:
     @staticmethod
     def _passage(index: Index, chunk_id: str, score: float) -> Passage:
         chunk = index.chunk(chunk_id)
-        return Passage(chunk.id, chunk.source, chunk.start_line, chunk.end_line, chunk.text, score)
+        page, start_line, end_line = index.on_page(chunk.source, chunk.start, chunk.start_line,
+                                                   chunk.end_line)
+        return Passage(chunk.id, chunk.source, start_line, end_line, chunk.text, score, page)

@@ -152,11 +152,17 @@ def cmd_ask(args: argparse.Namespace) -> int:
     print(answer.answer)
     print()
     for c in answer.citations:
-        print(f"[{c.n}] {c.source}:{c.start_line}-{c.end_line}")
+        print(f"[{c.n}] {_where(c)}")
     if answer.abstained:
         for p in answer.passages[:3]:
-            print(f"- {p.source}:{p.start_line}-{p.end_line}")
+            print(f"- {_where(p)}")
     return 0
+
+
+def _where(span) -> str:
+    """``file:12-14``, or ``file, page 3:12-14`` for a file with pages (lines of that page)."""
+    page = f", page {span.page}" if getattr(span, "page", None) is not None else ""
+    return f"{span.source}{page}:{span.start_line}-{span.end_line}"
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

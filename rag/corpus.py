@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+from . import formats
 from .config import CORPUS_SUFFIXES
 from .errors import CorpusError
 from .records import Document
@@ -175,8 +176,8 @@ def scan_corpus(root: Path) -> list[SourceFile]:
 
 def no_documents(root: Path) -> CorpusError:
     """The error for a corpus folder that holds no usable document."""
-    return CorpusError(f"no readable .txt, .md or .html file in {root} (add documents or point "
-                       "--corpus elsewhere)")
+    return CorpusError(f"no readable .txt, .md, .html, .pdf, .docx or .odt file in {root} (add "
+                       "documents or point --corpus elsewhere)")
 
 
 def file_hash(path: Path) -> str:
@@ -342,11 +343,16 @@ def is_html(source: str) -> bool:
     return source.lower().endswith((".html", ".htm"))
 
 
-def parse_document(source: str, data: bytes, min_words: int) -> tuple[Document | None, str]:
+def parse_document(source: str, data: bytes, min_words: int,
+                   progress: bool = False) -> tuple[Document | None, str]:
     """A file's bytes as a Document, or (None, why it holds no usable text).
 
-    Warnings that do not skip the file (an encoding fallback) are logged here.
+    PDF, Word and OpenDocument files go to their reader (rag/formats) by suffix, before any
+    decoding: they are binary by nature. Warnings that do not skip the file (an encoding
+    fallback) are logged here. ``progress`` shows a progress bar over a long PDF's pages.
     """
+    if formats.is_document_format(source):
+        return _parse_formatted(source, data, min_words, progress)
     text, note = decode_text(data)
     if text is None:
         return None, note
@@ -358,6 +364,27 @@ def parse_document(source: str, data: bytes, min_words: int) -> tuple[Document |
         return None, "the file is empty"
     return Document(source=source, text=text, content_hash=content_hash(data),
                     kept=kept_spans(text, min_words)), ""
+
+
+def _parse_formatted(source: str, data: bytes, min_words: int,
+                     progress: bool) -> tuple[Document | None, str]:
+    """A PDF, DOCX or ODT file as a Document: its extracted text, pages, and kept spans that
+    leave out its running headers and footers and never straddle two pages."""
+    if not data:
+        return None, "the file is empty"
+    try:
+        extracted = formats.extract(source, data, progress)
+    except formats.FormatError as exc:
+        return None, str(exc)
+    except RecursionError:
+        return None, "it is nested too deeply to be read; save it again"
+    text = extracted.text
+    if not text.strip():
+        return None, "it holds no text"
+    kept = formats.cut_spans(kept_spans(text, min_words), text, extracted.pages,
+                             extracted.furniture)
+    return Document(source=source, text=text, content_hash=content_hash(data), kept=kept,
+                    pages=extracted.pages), ""
 
 
 def read_document(root: Path, path: Path, min_words: int) -> Document | None:

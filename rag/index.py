@@ -36,6 +36,7 @@ import re
 import shutil
 import time
 import uuid
+from bisect import bisect_right
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -52,7 +53,7 @@ from .embedder import Embedder
 from .errors import IndexDamagedError, IndexStoreError, RagError
 from .lexical import LexicalIndex, stop_words
 from .lock import IndexLock
-from .records import Chunk, Sentence
+from .records import Chunk, Document, Sentence
 from .sentences import sentence_spans
 from . import stores
 from .stores import StoreLocation
@@ -152,6 +153,25 @@ class Index:
         source = self.chunks[at].source
         return [self.chunks[i] for i in range(max(0, at - around), at + around + 1)
                 if i < len(self.chunks) and self.chunks[i].source == source]
+
+    @cached_property
+    def _pages(self) -> dict[str, tuple[list[int], list[int]]]:
+        return {source: ([p[0] for p in entry["pages"]], [p[1] for p in entry["pages"]])
+                for source, entry in self.manifest["files"].items() if entry.get("pages")}
+
+    def on_page(self, source: str, offset: int, start_line: int,
+                end_line: int) -> tuple[int | None, int, int]:
+        """(page, first line, last line) of a span of ``source`` that starts at ``offset`` and
+        covers file lines ``start_line``..``end_line``: for a file with pages, the page holding
+        ``offset`` and the lines counted within that page (as its source view numbers them);
+        (None, start_line, end_line) for a file without pages."""
+        pages = self._pages.get(source)
+        if pages is None:
+            return None, start_line, end_line
+        offsets, lines = pages
+        page = max(1, bisect_right(offsets, offset))
+        first = lines[page - 1]
+        return page, start_line - first + 1, end_line - first + 1
 
     @cached_property
     def _source_texts(self) -> dict[str, str]:
@@ -254,6 +274,8 @@ def _manifest_problem(manifest: dict) -> str:
             isinstance(e.get("hash"), str) and isinstance(e.get("chunks"), list)
             and all(isinstance(c, str) for c in e["chunks"]) for e in files.values()):
         return "manifest.json lists no files"
+    if not all(_valid_pages(e.get("pages", [[0, 1]])) for e in files.values()):
+        return "manifest.json has a bad list of pages"
     skipped = manifest.get("skipped", {})
     if not _is_str_dict(skipped, dict) or not all(
             isinstance(e.get("hash"), str) and isinstance(e.get("reason"), str)
@@ -264,6 +286,32 @@ def _manifest_problem(manifest: dict) -> str:
             Path(rel).is_absolute() or ".." in Path(rel).parts for rel in sizes):
         return "manifest.json has a bad list of file sizes"
     return ""
+
+
+def _valid_pages(pages: object) -> bool:
+    """A file's "pages": [[offset, first line], ...], both ascending from [0, 1]."""
+    if not isinstance(pages, list) or not pages or pages[0] != [0, 1]:
+        return False
+    previous = (0, 1)
+    for entry in pages:
+        if (not isinstance(entry, list) or len(entry) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in entry)
+                or entry[0] < previous[0] or entry[1] < previous[1]):
+            return False
+        previous = (entry[0], entry[1])
+    return True
+
+
+def page_starts(doc: Document) -> list[list[int]]:
+    """[offset, first line] of each page of ``doc`` (empty for a file without pages): what the
+    manifest records, so that a citation finds its page, and its line within the page, from its
+    offset and file line alone, without reading the file again."""
+    out, line, at = [], 1, 0
+    for start in doc.pages:
+        line += doc.text.count("\n", at, start)
+        at = start
+        out.append([start, line])
+    return out
 
 
 def _damage(folder: Path, manifest: dict) -> str:
@@ -485,6 +533,8 @@ class _Read:
     chunks: list[Chunk] | None
     hash: str = ""
     reason: str = ""
+    #: [offset, first line] of each page, for a file with pages (the manifest's "pages").
+    pages: list[list[int]] | None = None
 
 
 class _Reader:
@@ -494,8 +544,9 @@ class _Reader:
     hash kept is the one of the very bytes chunked.
     """
 
-    def __init__(self, settings: IndexSettings) -> None:
+    def __init__(self, settings: IndexSettings, progress: bool = False) -> None:
         self.settings = settings
+        self.progress = progress
         self.done: dict[str, _Read] = {}
 
     def read(self, files: Sequence[SourceFile]) -> None:
@@ -509,12 +560,12 @@ class _Reader:
         except OSError as exc:
             warn_unreadable(file.source, exc)
             return _Read(None)  # not recorded: it is tried again next time
-        doc, why = parse_document(file.source, data, self.settings.min_words)
+        doc, why = parse_document(file.source, data, self.settings.min_words, self.progress)
         if doc is None:
             log.warning("skipping %s: %s", display_name(file.source), why)
             return _Read(None, content_hash(data), why)
         return _Read(split_document(doc, self.settings.chunk_size, self.settings.chunk_overlap),
-                     doc.content_hash)
+                     doc.content_hash, pages=page_starts(doc) or None)
 
     def documents(self) -> int:
         return sum(1 for r in self.done.values() if r.chunks is not None)
@@ -546,7 +597,7 @@ def update_index(corpus: Path, index_dir: Path, settings: IndexSettings,
         _tidy(index_dir)
         return _up_to_date(manifest, time.perf_counter() - started)
     stores.check_reachable(stores.location_of(_current_manifest(index_dir), store))
-    reader = _Reader(settings)
+    reader = _Reader(settings, progress)
     # Read what changed before taking the lock: a corpus with no usable text fails here, before
     # anything is created, and the wait for another build is not spent idle.
     _read_planned(reader, ahead, corpus)
@@ -662,7 +713,7 @@ def _write_build(files: list[SourceFile], plan: _Plan, reader: _Reader, old: Ind
     for file in files:
         if old is not None and file.source in plan.reuse:
             file_chunks = [old.chunk(cid) for cid in old.manifest["files"][file.source]["chunks"]]
-            digest = file.hash
+            digest, pages = file.hash, old.manifest["files"][file.source].get("pages")
         elif file.source in skipped:
             continue
         else:
@@ -671,10 +722,12 @@ def _write_build(files: list[SourceFile], plan: _Plan, reader: _Reader, old: Ind
                 if read is not None and read.reason:
                     skipped[file.source] = {"hash": read.hash, "reason": read.reason}
                 continue
-            file_chunks, digest = read.chunks, read.hash
+            file_chunks, digest, pages = read.chunks, read.hash, read.pages
             fresh.extend(file_chunks)
         chunks.extend(file_chunks)
         indexed[file.source] = {"hash": digest, "chunks": [c.id for c in file_chunks]}
+        if pages:
+            indexed[file.source]["pages"] = pages
     fresh_ids = {c.id for c in fresh}
     sentences = sentences_of(chunks)
     fresh_sentences = [s for s in sentences if s.chunk_id in fresh_ids]

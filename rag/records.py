@@ -22,6 +22,9 @@ class Document:
     text: str
     content_hash: str
     kept: tuple[tuple[int, int], ...]
+    #: Offset in ``text`` where each page starts (page 1 at 0) for a PDF, or a word-processor
+    #: file that records page breaks; empty for a file without pages (rag/formats).
+    pages: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +61,15 @@ SPAN_KEYS = ("source", "start_line", "end_line", "text", "score")
 def _json_fields(record: object, keys: tuple[str, ...]) -> dict:
     data = {key: getattr(record, key) for key in keys}
     data["score"] = round(float(data["score"]), 6)
-    return data
+    page = getattr(record, "page", None)
+    if page is None:  # only a file with pages (a PDF...) has the key: text files' JSON is as it was
+        return data
+    out = {}  # {"source": "rapport.pdf", "page": 3, "start_line": 12, ...}
+    for key, value in data.items():
+        out[key] = value
+        if key == "source":
+            out["page"] = page
+    return out
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,8 @@ class Passage:
     end_line: int
     text: str
     score: float
+    #: 1-based page for a file with pages; the lines are then counted within that page.
+    page: int | None = None
 
     def to_json(self) -> dict:
         return _json_fields(self, SPAN_KEYS)
@@ -86,6 +99,9 @@ class Citation:
     end_line: int
     text: str
     score: float
+    #: 1-based page for a file with pages (a PDF...); ``start_line``/``end_line`` then count the
+    #: lines of that page, as its source view numbers them. None for a text file.
+    page: int | None = None
 
     def to_json(self) -> dict:
         return _json_fields(self, ("n", *SPAN_KEYS))

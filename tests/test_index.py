@@ -329,9 +329,9 @@ def test_an_update_reads_only_the_files_that_changed(tiny_corpus, index, monkeyp
     parsed: list[str] = []
     real = rag.index.parse_document
 
-    def spy(source, data, min_words):
+    def spy(source, data, min_words, *rest):
         parsed.append(source)
-        return real(source, data, min_words)
+        return real(source, data, min_words, *rest)
 
     monkeypatch.setattr(rag.index, "parse_document", spy)
     (tiny_corpus / "tour.txt").write_text("Le Tour de France partira de Lille cette année, en "

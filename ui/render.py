@@ -17,6 +17,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 SOURCE_ROUTE = "/source/"
+#: Where the original file of a PDF, DOCX or ODT downloads (ui/source_view.py).
+ORIGINAL_ROUTE = "/original/"
 #: Hex digits of a file's content hash carried by its links: enough to tell versions apart.
 VERSION_CHARS = 12
 
@@ -27,22 +29,31 @@ def version_tag(content_hash: str) -> str:
 
 
 def source_url(source: str, start_line: int | None = None, end_line: int | None = None,
-               version: str | None = None) -> str:
+               version: str | None = None, page: int | None = None) -> str:
     """Path of the source view for ``source`` (relative to the corpus), with lines lit.
 
     ``version`` (the file's content hash, or its short tag) pins the link to the text that was
     cited: once the file changes, the link says so instead of lighting lines that now hold
-    something else.
+    something else. ``page``: for a file with pages (a PDF...), the page to open; the lines are
+    then lines of that page.
     """
     query = []
     if version:
         query.append(f"v={version_tag(version)}")
+    if page is not None:
+        query.append(f"page={page}")
     if start_line is not None:
         query.append(f"lines={start_line}-{end_line if end_line is not None else start_line}")
     url = f"{SOURCE_ROUTE}{quote(source, safe='/')}"
     if query:
         url += "?" + "&".join(query)
     return url + (f"#L{start_line}" if start_line is not None else "")
+
+
+def original_url(source: str, version: str | None = None) -> str:
+    """Path that downloads the original file (a PDF, DOCX or ODT behind its extracted text)."""
+    url = f"{ORIGINAL_ROUTE}{quote(source, safe='/')}"
+    return url + (f"?v={version_tag(version)}" if version else "")
 
 
 def with_urls(answer: dict, versions: Mapping[str, str] | None = None) -> dict:
@@ -53,17 +64,19 @@ def with_urls(answer: dict, versions: Mapping[str, str] | None = None) -> dict:
     """
     for item in answer["citations"] + answer["passages"]:
         item["url"] = source_url(item["source"], item["start_line"], item["end_line"],
-                                 (versions or {}).get(item["source"]))
+                                 (versions or {}).get(item["source"]), item.get("page"))
     return answer
 
 
-def line_range(start: int, end: int) -> str:
-    return f"ligne {start}" if start == end else f"lignes {start}–{end}"
+def line_range(start: int, end: int, page: int | None = None) -> str:
+    """``lignes 12–14``, or ``page 3, lignes 12–14`` for a file with pages."""
+    lines = f"ligne {start}" if start == end else f"lignes {start}–{end}"
+    return lines if page is None else f"page {page}, {lines}"
 
 
 def marker_link(citation: dict) -> str:
     """``[n]`` as a link to the cited lines."""
-    where = line_range(citation["start_line"], citation["end_line"])
+    where = line_range(citation["start_line"], citation["end_line"], citation.get("page"))
     title = html.escape(f"{citation['source']}, {where}", quote=True)
     return (f'<a class="cite" href="{html.escape(citation["url"], quote=True)}" '
             f'title="{title}">[{citation["n"]}]</a>')
@@ -130,6 +143,7 @@ def passage_for(citation: dict, passages: list[dict]) -> dict | None:
     """The retrieved passage that contains the cited sentence, to show it in context."""
     for passage in passages:
         if (passage["source"] == citation["source"]
+                and passage.get("page") == citation.get("page")
                 and passage["start_line"] <= citation["start_line"]
                 and citation["end_line"] <= passage["end_line"]
                 and citation["text"] in passage["text"]):
@@ -144,7 +158,8 @@ def source_card(label: str, item: dict, body: str) -> str:
             f'<span class="source-n">{html.escape(label)}</span> '
             f'<a class="source-link" href="{url}" target="_blank" rel="noopener">'
             f'{html.escape(item["source"])}</a> '
-            f'<span class="source-lines">{line_range(item["start_line"], item["end_line"])}</span>'
+            f'<span class="source-lines">'
+            f'{line_range(item["start_line"], item["end_line"], item.get("page"))}</span>'
             f'<span class="source-score">score {item["score"]:.2f}</span></div>'
             f'<div class="source-text">{body}</div></div>')
 

@@ -15,6 +15,13 @@ page says the file changed and links to the current version instead. A file that
 index gets a page saying so. A file larger than :data:`MAX_SOURCE_BYTES` is not read at all: its
 page shows the cited lines from the index. File text is data, never markup: every line is
 HTML-escaped.
+
+A PDF (or a Word or OpenDocument file that records page breaks) is shown one page at a time:
+``?page=3&lines=12-14`` opens its page 3, lines numbered within the page as citations count them,
+with links to the pages around it and to the original file, which ``GET /original/{path}?v=``
+downloads (as an attachment: a PDF's own scripts never run in the chat's origin). The text shown
+is the one the indexer extracted; parsing a long PDF takes seconds, so the last few documents
+read are kept, keyed by their path, size and modification time.
 """
 from __future__ import annotations
 
@@ -22,17 +29,21 @@ import base64
 import hashlib
 import html
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from fastapi import APIRouter, Query
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from rag.config import CORPUS_SUFFIXES
-from rag.corpus import read_document
+from rag.corpus import file_hash, read_document
+from rag.formats import is_document_format
 from rag.index import Index
+from rag.records import Document
 
-from .render import line_range, source_url, version_tag
+from .render import line_range, original_url, source_url, version_tag
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +53,14 @@ log = logging.getLogger(__name__)
 MAX_SOURCE_BYTES = 1_000_000
 #: Most lines the page of a too-large file shows, whatever range the link asks for.
 MAX_SHOWN_LINES = 200
+#: The same limit for a PDF, DOCX or ODT file: these hold far less text per byte (fonts, images,
+#: compression), and their text is read once and kept (:data:`DOCUMENT_CACHE` documents).
+MAX_DOCUMENT_BYTES = 50_000_000
+DOCUMENT_CACHE = 4
+#: Media types of the originals offered for download.
+MEDIA_TYPES = {".pdf": "application/pdf",
+               ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+               ".odt": "application/vnd.oasis.opendocument.text"}
 
 
 def resolve_source(corpus: Path, relative: str) -> Path | None:
@@ -114,6 +133,8 @@ main { padding: 1rem 0 40vh; }
 .notice p { margin: 0 0 .4rem; }
 .notice p:last-child { margin-bottom: 0; }
 .notice a { color: #1d4ed8; font-weight: 600; }
+nav.pages { display: flex; gap: 1rem; flex-wrap: wrap; margin: .4rem 0 0; font-size: .9rem; }
+nav.pages a { color: #1d4ed8; text-decoration: none; font-weight: 600; }
 """
 
 
@@ -126,12 +147,14 @@ CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-"
        + base64.b64encode(hashlib.sha256(SCROLL_SCRIPT.encode()).digest()).decode() + "'")
 
 
-def page(title: str, subtitle: str, body: str, status: int = 200) -> HTMLResponse:
-    """Any source-view page: sticky heading, then ``body`` (already HTML); escapes the texts."""
+def page(title: str, subtitle: str, body: str, status: int = 200, nav: str = "") -> HTMLResponse:
+    """Any source-view page: sticky heading, then ``body`` (already HTML); escapes the texts.
+    ``nav``: links under the heading (already HTML)."""
     html_page = (f'<!doctype html><html lang="fr"><head><meta charset="utf-8">'
                  f'<meta name="viewport" content="width=device-width, initial-scale=1">'
                  f"<title>{html.escape(title)}</title><style>{PAGE_CSS}</style></head><body>"
-                 f"<header><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p></header>"
+                 f"<header><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p>{nav}"
+                 f"</header>"
                  f"<main>{body}</main><script>{SCROLL_SCRIPT}</script></body></html>")
     return HTMLResponse(html_page, status_code=status, headers={"Content-Security-Policy": CSP})
 
@@ -148,14 +171,73 @@ def line_rows(numbered: Iterable[tuple[int, str]], lines: tuple[int, int] | None
     return "".join(rows)
 
 
-def render_page(source: str, text: str, lines: tuple[int, int] | None) -> HTMLResponse:
-    """The whole file: heading, one row per line, the cited lines lit."""
+def _rows(text: str) -> list[str]:
     rows = text.split("\n")
     if rows and rows[-1] == "":
         rows.pop()  # the final line break does not start a line
+    return rows
+
+
+def render_page(source: str, text: str, lines: tuple[int, int] | None,
+                download: str = "") -> HTMLResponse:
+    """The whole file: heading, one row per line, the cited lines lit. ``download``: the URL of
+    the original file, for a document whose text was extracted."""
+    rows = _rows(text)
     count = f"{len(rows)} lignes"
     subtitle = f"{line_range(*lines)} · {count}" if lines else count
-    return page(source, subtitle, line_rows(enumerate(rows, start=1), lines))
+    nav = _nav([("Télécharger l’original", download)]) if download else ""
+    return page(source, subtitle, line_rows(enumerate(rows, start=1), lines), nav=nav)
+
+
+def _nav(links: list[tuple[str, str]]) -> str:
+    return '<nav class="pages">' + "".join(
+        f'<a href="{html.escape(url, quote=True)}">{html.escape(label)}</a>'
+        for label, url in links) + "</nav>"
+
+
+def parse_page(value: str | None) -> int | None:
+    """``"3"`` -> 3; anything else (missing, not a number, below 1) -> None."""
+    try:
+        number = int(value) if value else None
+    except ValueError:
+        return None
+    return number if number is not None and number >= 1 else None
+
+
+def page_text(document: Document, number: int) -> str:
+    """The text of page ``number`` (1-based) of a document with pages."""
+    starts = document.pages
+    end = starts[number] if number < len(starts) else len(document.text)
+    return document.text[starts[number - 1]:end]
+
+
+def render_document_page(document: Document, number: int | None, lines: tuple[int, int] | None,
+                         version: str) -> HTMLResponse:
+    """One page of a document with pages: its lines numbered within the page, the cited ones
+    lit, the page number shown, links to the pages around it and to the original file."""
+    count = len(document.pages)
+    missing = number is not None and number > count
+    if number is None or missing:
+        number, lines = 1, None
+    rows = _rows(page_text(document, number))
+    parts = [f"page {number} sur {count}"]
+    if lines:
+        parts.append(line_range(*lines))
+    parts.append(f"{len(rows)} lignes")
+    links = []
+    if number > 1:
+        links.append((f"← page {number - 1}", source_url(document.source, version=version,
+                                                         page=number - 1)))
+    if number < count:
+        links.append((f"page {number + 1} →", source_url(document.source, version=version,
+                                                         page=number + 1)))
+    links.append(("Télécharger l’original", original_url(document.source, version)))
+    body = line_rows(enumerate(rows, start=1), lines)
+    if missing:
+        body = notice(f"Ce document n’a que {count} pages : voici la première.") + body
+    elif not rows:
+        body = notice("Cette page ne contient pas de texte (une image, une page blanche).")
+    return page(document.source, " · ".join(parts), body, nav=_nav(links))
 
 
 def notice(*paragraphs: str) -> str:
@@ -231,14 +313,73 @@ def indexed_lines(index: Index, source: str, lines: tuple[int, int]) -> list[tup
     return [(n, " ".join(pieces[n])) for n in sorted(pieces)]
 
 
+class DocumentCache:
+    """The last few documents read, keyed by path, size and modification time (a changed file
+    has another key): a PDF is parsed once, not at every click on one of its citations."""
+
+    def __init__(self, size: int = DOCUMENT_CACHE) -> None:
+        self.size = size
+        self._docs: OrderedDict[tuple, Document | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def read(self, root: Path, file: Path, min_words: int) -> Document | None:
+        stat = file.stat()
+        key = (str(file), stat.st_size, stat.st_mtime_ns, min_words)
+        with self._lock:
+            if key in self._docs:
+                self._docs.move_to_end(key)
+                return self._docs[key]
+        document = read_document(root, file, min_words)
+        with self._lock:
+            self._docs[key] = document
+            while len(self._docs) > self.size:
+                self._docs.popitem(last=False)
+        return document
+
+
+def page_lines_from_index(index: Index, source: str, number: int | None,
+                          lines: tuple[int, int]) -> list[tuple[int, str]]:
+    """:func:`indexed_lines` for lines of page ``number`` of a document with pages, numbered
+    within the page."""
+    pages = index.manifest["files"][source].get("pages")
+    if not pages or number is None or number > len(pages):
+        return indexed_lines(index, source, lines)
+    first = pages[number - 1][1] - 1
+    shown = indexed_lines(index, source, (lines[0] + first, lines[1] + first))
+    return [(n - first, text) for n, text in shown]
+
+
 def source_router(corpus: Path, min_words: int, current_index: Callable[[], Index]) -> APIRouter:
-    """The ``/source/...`` route for one corpus folder; ``current_index`` gives the index in use
-    (it changes while the chat runs)."""
+    """The ``/source/...`` and ``/original/...`` routes for one corpus folder; ``current_index``
+    gives the index in use (it changes while the chat runs)."""
     router = APIRouter()
+    documents = DocumentCache()
+
+    @router.get("/original/{path:path}", include_in_schema=False)
+    def original(path: str, v: str | None = Query(default=None)) -> Response:
+        """The original PDF, DOCX or ODT file of the index, as a download."""
+        index = current_index()
+        entry = index.manifest["files"].get(path)
+        file = (resolve_source(corpus, path)
+                if entry is not None and is_document_format(path) else None)
+        if file is None:
+            cited = entry is not None or (v is not None and document_name(path))
+            return gone_page(path) if cited else not_found_page()
+        try:
+            digest = file_hash(file)
+        except OSError:
+            return gone_page(path)
+        if v and v != version_tag(digest):
+            return changed_page(path, None, digest)
+        return FileResponse(file, media_type=MEDIA_TYPES[Path(path).suffix.lower()],
+                            filename=Path(path).name, content_disposition_type="attachment",
+                            headers={"X-Content-Type-Options": "nosniff",
+                                     "Content-Security-Policy": "default-src 'none'; sandbox"})
 
     @router.get("/source/{path:path}", response_class=HTMLResponse, include_in_schema=False)
     def source(path: str, lines: str | None = Query(default=None),
-               v: str | None = Query(default=None)) -> HTMLResponse:
+               v: str | None = Query(default=None),
+               page_number: str | None = Query(default=None, alias="page")) -> HTMLResponse:
         index = current_index()  # one snapshot for the whole request
         entry = index.manifest["files"].get(path)
         wanted = parse_lines(lines)
@@ -252,15 +393,20 @@ def source_router(corpus: Path, min_words: int, current_index: Callable[[], Inde
             size = file.stat().st_size
         except OSError:
             return gone_page(path)
-        if size > MAX_SOURCE_BYTES:
+        formatted = is_document_format(path)
+        number = parse_page(page_number)
+        if size > (MAX_DOCUMENT_BYTES if formatted else MAX_SOURCE_BYTES):
             if v and v != version_tag(entry["hash"]):
                 return changed_page(path, wanted, entry["hash"])
-            shown = indexed_lines(index, path, wanted) if wanted else []
+            shown = page_lines_from_index(index, path, number, wanted) if wanted else []
             return too_large_page(path, size, wanted, shown)
         try:
             # The same reader the indexer used, so line numbers match the citations (for HTML
-            # files this is the extracted text, not the markup).
-            document = read_document(corpus.resolve(), file, min_words)
+            # files this is the extracted text, not the markup; for a PDF, its extracted text).
+            if formatted:
+                document = documents.read(corpus.resolve(), file, min_words)
+            else:
+                document = read_document(corpus.resolve(), file, min_words)
         except OSError:
             log.warning("cannot read %s", path)
             document = None
@@ -268,6 +414,9 @@ def source_router(corpus: Path, min_words: int, current_index: Callable[[], Inde
             return changed_page(path, wanted, None) if v else gone_page(path)
         if v and v != version_tag(document.content_hash):
             return changed_page(path, wanted, document.content_hash)
-        return render_page(document.source, document.text, wanted)
+        if document.pages:
+            return render_document_page(document, number, wanted, document.content_hash)
+        download = original_url(document.source, document.content_hash) if formatted else ""
+        return render_page(document.source, document.text, wanted, download)
 
     return router
