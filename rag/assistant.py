@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 import unicodedata
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -77,6 +77,9 @@ def make_answerer(search: SearchSettings) -> Answerer:
         from .reader.answerer import ReaderAnswerer, ReaderRules
         return ReaderAnswerer(rules=ReaderRules(answer_type=search.reader_type_rule,
                                                 names=search.reader_names_rule))
+    if search.answerer == "llm":  # checks its server now: unreachable = an error at startup
+        from .llm.answerer import LlmAnswerer
+        return LlmAnswerer(search.llm, fallback=make_answerer(replace(search, answerer="reader")))
     raise ValueError(f"unknown answerer {search.answerer!r}; choose one of {', '.join(ANSWERERS)}")
 
 
@@ -209,7 +212,8 @@ class Assistant:
                     for chunk_id, score in zip(ranking.ids[:shown], ranking.scores)]
         if self.reranker is not None:
             passages = rerank(self.reranker, query, passages, settings.rerank_depth)
-        context = AnswerContext(index, query, query_vector, settings, is_english(question))
+        context = AnswerContext(index, query, query_vector, settings, is_english(question),
+                                embed_passages=lambda texts: self.embedder.encode_passages(texts))
         return context, passages[:settings.top_k]
 
     def ask(self, question: str, history: Sequence = (), retriever: str | None = None,
@@ -221,15 +225,34 @@ class Assistant:
         ``index`` is the snapshot to answer from (default: the current index, read once here);
         the chat passes the one it also uses to link the citations to their file versions.
         """
+        answer = None
+        for answer in self.ask_stream(question, history, retriever, exclude_sources, index):
+            pass
+        return answer
+
+    def ask_stream(self, question: str, history: Sequence = (), retriever: str | None = None,
+                   exclude_sources: Collection[str] = (),
+                   index: Index | None = None) -> Iterator[str | Answer]:
+        """``ask``, for a chat that shows a generated answer as it is written: yields the text so
+        far (str, unverified) while an answerer that streams (``stream(question, passages,
+        context)``, the ``llm`` one) writes, then the checked ``Answer`` last. Other answerers
+        yield the Answer alone."""
         started = time.perf_counter()
         index = self.index if index is None else index  # one snapshot, whatever refresh does
         question = self.clean_question(question)
         context, passages = self.retrieve(question, history, retriever, exclude_sources,
                                           index=index)
-        draft = self.answerer.answer(question, passages, context)
+        stream = getattr(self.answerer, "stream", None)
+        if stream is None:
+            draft = self.answerer.answer(question, passages, context)
+        else:
+            for draft in stream(question, passages, context):
+                if isinstance(draft, str):
+                    yield draft
         elapsed_ms = (time.perf_counter() - started) * 1000
-        return Answer(question, draft.text, draft.abstained, draft.citations, passages,
-                      elapsed_ms, draft.support, draft.reason, draft.threshold)
+        yield Answer(question, draft.text, draft.abstained, draft.citations, passages,
+                     elapsed_ms, draft.support, draft.reason, draft.threshold,
+                     draft.answerer or self.search.answerer, draft.verified, draft.note)
 
     @staticmethod
     def _passage(index: Index, chunk_id: str, score: float) -> Passage:

@@ -8,16 +8,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from .config import (ANSWERERS, DEFAULT_CORPUS, PRECISIONS, RETRIEVERS, IndexSettings,
                      SearchSettings, default_index_dir, set_offline_environment)
+from .config import LlmSettings
 from .errors import RagError, UserError
 from .stores import parse_store, redact
 
 EXIT_USAGE = 2
+#: Environment variables for the generative answerer's server (rag/llm); the API key's
+#: (RAG_LLM_API_KEY) is read by rag/llm/client.py alone and never printed.
+LLM_URL_ENV, LLM_MODEL_ENV, API_KEY_ENV = "RAG_LLM_URL", "RAG_LLM_MODEL", "RAG_LLM_API_KEY"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -42,9 +48,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _answering(parser: argparse.ArgumentParser) -> None:
     defaults = SearchSettings()
-    parser.add_argument("--answerer", choices=ANSWERERS, default=defaults.answerer,
-                        help="who reads the passages: the trained reader (default) or the "
-                             "similarity rules of the extractive answerer")
+    parser.add_argument("--answerer", choices=ANSWERERS, default=None,
+                        help="who reads the passages: the trained reader (default), the "
+                             "similarity rules of the extractive answerer, or your own LLM "
+                             "(llm: the default once --llm-url or RAG_LLM_URL is given)")
+    parser.add_argument("--llm-url", default=os.environ.get(LLM_URL_ENV, ""), metavar="URL",
+                        help="OpenAI-compatible server for --answerer llm, e.g. "
+                             "http://127.0.0.1:11434/v1 (Ollama) or http://127.0.0.1:8080/v1 "
+                             f"(llama.cpp); default ${LLM_URL_ENV}. An API key, if the server "
+                             f"needs one, is read from ${API_KEY_ENV}")
+    parser.add_argument("--llm-model", default=os.environ.get(LLM_MODEL_ENV, ""), metavar="NAME",
+                        help=f"model name on that server (default ${LLM_MODEL_ENV}, else the "
+                             "only model it serves)")
     parser.add_argument("--type-rule", action=argparse.BooleanOptionalAction,
                         default=defaults.reader_type_rule,
                         help="reader: only sentences holding the asked kind (number, date...) answer")
@@ -55,8 +70,13 @@ def _answering(parser: argparse.ArgumentParser) -> None:
 
 def search_settings(args: argparse.Namespace) -> SearchSettings:
     """The search settings the command line asked for (defaults elsewhere)."""
-    return SearchSettings(answerer=args.answerer, reader_type_rule=args.type_rule,
-                          reader_names_rule=args.names_rule)
+    answerer = args.answerer or ("llm" if args.llm_url else SearchSettings.answerer)
+    if answerer == "llm" and not args.llm_url:
+        raise UserError(f"--answerer llm needs a server: pass --llm-url (e.g. "
+                        f"http://127.0.0.1:11434/v1 for Ollama) or set {LLM_URL_ENV}")
+    llm = replace(LlmSettings(), url=args.llm_url, model=args.llm_model)
+    return SearchSettings(answerer=answerer, reader_type_rule=args.type_rule,
+                          reader_names_rule=args.names_rule, llm=llm)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +166,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_ask(args: argparse.Namespace) -> int:
     assistant = _assistant(args, progress=sys.stderr.isatty())
     answer = assistant.ask(args.question, retriever=args.retriever)
+    if answer.note:  # the LLM failed or wrote nothing supported: the reader's answer follows
+        print(f"rag: note: {answer.note}", file=sys.stderr)
     if args.json:
         print(json.dumps(answer.to_json(), ensure_ascii=False))
         return 0

@@ -106,6 +106,40 @@ class IndexSettings:
 
 
 @dataclass(frozen=True)
+class LlmSettings:
+    """How the ``llm`` answerer talks to an OpenAI-compatible server (Ollama, llama.cpp's server,
+    vLLM, LM Studio) and checks what it writes (rag/llm/). The API key is not a setting: it is
+    read from ``RAG_LLM_API_KEY`` by the client alone, so no settings record can carry it."""
+
+    #: Base URL of the OpenAI-compatible API, e.g. ``http://127.0.0.1:11434/v1`` (Ollama);
+    #: empty = none (``--llm-url`` or ``RAG_LLM_URL``).
+    url: str = ""
+    #: Model name as the server lists it at ``GET /v1/models``; empty = the only one it serves.
+    model: str = ""
+    #: Seconds to open the connection: a local server answers in milliseconds, so 2 s means down.
+    connect_timeout: float = 2.0
+    #: Seconds until the first token: the prompt (five passages, about 1,500 tokens) must be read
+    #: first, which takes a few seconds on a laptop CPU for a small model.
+    first_token_timeout: float = 30.0
+    #: Seconds for the whole answer; the chat shows tokens as they come, but no question waits
+    #: longer than this for its answer (a stalled stream is given up at the next read timeout).
+    total_timeout: float = 120.0
+    #: Tokens the model may write: a short answer with its markers is well under 200; a reply cut
+    #: at this length (``finish_reason: "length"``) is treated as garbage, not half-verified.
+    max_tokens: int = 400
+    #: Greedy decoding: the same question gets the same answer, and tests can compare replies.
+    temperature: float = 0.0
+    #: Top passages numbered in the prompt ([1]..[n]); the reader also reads five.
+    passages: int = 5
+    #: A cited claim is supported by a sentence of its passage when every number of the claim is in
+    #: the sentence, the claim's names are in the passage, and either this share of the claim's
+    #: content words (stems) is in the sentence or the e5 cosine of claim and sentence reaches
+    #: ``support_cosine``. Measured on the seeds (benchmarks/llm_answerer.py --claims, README).
+    support_overlap: float = 0.5
+    support_cosine: float = 0.88
+
+
+@dataclass(frozen=True)
 class SearchSettings:
     """How a question is answered; does not change the index."""
 
@@ -155,7 +189,9 @@ class SearchSettings:
     cross_lingual_offset: float = 0.04
     #: Questions longer than this many characters are cut (the model reads 512 tokens at most).
     max_question_chars: int = 1000
+    #: The generative answerer's server and checks (``answerer = "llm"``).
+    llm: LlmSettings = LlmSettings()
 
 
 RETRIEVERS = ("dense", "bm25", "hybrid")
-ANSWERERS = ("reader", "extractive")
+ANSWERERS = ("reader", "extractive", "llm")

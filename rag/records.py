@@ -123,6 +123,14 @@ class Answer:
     reason: str = ""
     #: What ``support`` was compared with (it depends on the answerer and the question's language).
     threshold: float = 0.0
+    #: Who wrote the answer: "reader", "extractive" or "llm" (a generative answer whose every
+    #: claim was checked against its passage; "reader" when it fell back on the offline reader).
+    answerer: str = ""
+    #: The generative answerer's claims and their check: ``{"claim", "cited", "supported",
+    #: "citation", "score", "why"}`` each; empty for the other answerers.
+    verified: list[dict] = field(default_factory=list)
+    #: Why the generative answer is not the one shown (server down, no supported claim...).
+    note: str = ""
 
     def to_json(self) -> dict:
         """The object ``rag ask --json`` prints and the UI's API returns."""
@@ -136,4 +144,7 @@ class Answer:
             "support": round(float(self.support), 6),
             "threshold": round(float(self.threshold), 6),
             "reason": self.reason,
+            "answerer": self.answerer,
+            "verified": self.verified,
+            "note": self.note,
         }
