@@ -6,6 +6,7 @@ ends with one line on stderr that says what to do and exit status 2, never a tra
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -14,8 +15,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .config import (ANSWERERS, DEFAULT_CORPUS, PRECISIONS, RETRIEVERS, IndexSettings,
-                     SearchSettings, default_index_dir, set_offline_environment)
+from .config import (ANSWERERS, DEFAULT_CORPUS, PRECISIONS, RETRIEVERS, ClusterSettings,
+                     IndexSettings, SearchSettings, default_index_dir, set_offline_environment)
 from .config import LlmSettings
 from .errors import RagError, UserError
 from .stores import parse_store, redact
@@ -88,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--rebuild", action="store_true", help="rebuild everything from scratch")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="embed on the Ray cluster at ADDRESS (HOST:6379, the head's address; run "
+                        "this on a node of the cluster), or 'auto' for a 2-node cluster on this "
+                        "machine started for the run (needs the ray extra: pip install "
+                        "'rag-cite[ray]')")
+    p.add_argument("--ray-actors", type=int, default=None, metavar="N",
+                   help="with --ray: actors embedding at once (default: one per CPU of the "
+                        "cluster, one per GPU when it has GPUs; 2 with 'auto')")
 
     p = sub.add_parser("ask", help="answer one question with citations")
     _common(p)
@@ -143,15 +152,34 @@ def _assistant(args: argparse.Namespace, progress: bool):
                      progress=progress, store=parse_store(args.store))
 
 
+@contextlib.contextmanager
+def _encoder(args: argparse.Namespace, settings: IndexSettings):
+    """With ``--ray``: the cluster's ``load_model`` (None otherwise: the local model)."""
+    if args.ray is None:
+        yield None
+        return
+    if args.ray_actors is not None and args.ray_actors < 1:
+        raise UserError("--ray-actors must be 1 or more")
+    import importlib.util
+    if importlib.util.find_spec("ray") is None:
+        raise UserError("--ray needs Ray, which is not installed: pip install 'rag-cite[ray]'")
+    from .ray_embed import ray_encoder_factory
+    with ray_encoder_factory(args.ray, settings.model, settings.precision,
+                             ClusterSettings(actors=args.ray_actors)) as load_model:
+        yield load_model
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     from .embedder import load_embedder
     from .index import update_index
     settings = index_settings(args)
     index_dir = args.index or default_index_dir(args.corpus)
-    report = update_index(args.corpus, index_dir, settings,
-                          lambda: load_embedder(settings.model, settings.precision),
-                          rebuild=args.rebuild, progress=sys.stderr.isatty(),
-                          store=parse_store(args.store))
+    with _encoder(args, settings) as load_model:
+        report = update_index(args.corpus, index_dir, settings,
+                              load_model or (lambda: load_embedder(settings.model,
+                                                                   settings.precision)),
+                              rebuild=args.rebuild, progress=sys.stderr.isatty(),
+                              store=parse_store(args.store))
     if report.reason and not report.repaired:  # a repair was already announced as a warning
         print(f"full rebuild: {report.reason}", file=sys.stderr)
     if args.json:

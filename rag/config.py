@@ -193,5 +193,28 @@ class SearchSettings:
     llm: LlmSettings = LlmSettings()
 
 
+@dataclass(frozen=True)
+class ClusterSettings:
+    """How ``rag index --ray`` embeds on a Ray cluster (rag/ray_embed.py); does not change the
+    index (the vectors are the local ones, within fp32 noise)."""
+
+    #: Actors embedding at once; None = one per CPU of the cluster (one per GPU when it has GPUs).
+    #: Each holds a copy of the model (about 0.5 GB in fp32).
+    actors: int | None = None
+    #: Texts per batch sent to an actor: the unit of progress and of retry after a node dies
+    #: (64 chunks take a few seconds on one core).
+    batch_size: int = 64
+    #: Restarts of an actor, and retries of its batch, after its node or process dies.
+    retries: int = 3
+    #: Seconds to wait for the cluster's address to answer before saying it is unreachable.
+    connect_timeout: float = 5.0
+    #: ``--ray auto``: nodes of the cluster started on this machine for the run, the CPUs each
+    #: declares (Ray stalls an actor pool on nodes of one CPU) and their object store size.
+    local_nodes: int = 2
+    local_cpus: int = 2
+    local_actors: int = 2
+    object_store_mb: int = 200
+
+
 RETRIEVERS = ("dense", "bm25", "hybrid")
 ANSWERERS = ("reader", "extractive", "llm")

@@ -49,3 +49,8 @@ class IndexDamagedError(IndexStoreError):
 
 class IndexBusyError(IndexStoreError):
     """Another build of the same index held its lock for longer than the wait allowed."""
+
+
+class ClusterError(RagError):
+    """A Ray cluster (``rag index --ray``) cannot be reached or failed the build; the previous
+    index stays in use."""
