@@ -23,10 +23,12 @@ from rag.config import set_offline_environment
 # No network here, and no telemetry wanted anywhere: before gradio is imported.
 set_offline_environment()
 
+import html  # noqa: E402
 import ipaddress  # noqa: E402
 import logging  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gradio as gr  # noqa: E402
@@ -80,6 +82,8 @@ a.cite { font-weight: 600; text-decoration: none; padding: 0 .1rem;
          color: var(--color-accent) !important; }
 a.cite:hover { text-decoration: underline; }
 .notice { color: #b45309; }
+.streaming { color: var(--body-text-color-subdued); white-space: pre-wrap; }
+.answer-by { font-size: .8rem; color: var(--body-text-color-subdued); margin-top: .3rem; }
 .sources-panel { max-height: 640px; overflow-y: auto; }
 .sources-empty, .sources-sub { color: var(--body-text-color-subdued); font-size: .9rem; }
 .sources-abstained { font-weight: 600; margin-bottom: .5rem; }
@@ -114,16 +118,42 @@ def history_for(turns: list[dict]) -> list[dict]:
 
 
 def chat_messages(turns: list[dict]) -> list[dict]:
-    """What the Chatbot shows: escaped questions, answers with linked markers, notices."""
+    """What the Chatbot shows: escaped questions, answers with linked markers, notices, and the
+    text a model is still writing (``streaming``), marked as not checked yet."""
     messages = []
     for turn in turns:
         if turn["question"].strip():
             messages.append({"role": "user", "content": question_html(turn["question"])})
         if turn["answer"] is not None:
-            messages.append({"role": "assistant", "content": answer_html(turn["answer"])})
+            messages.append({"role": "assistant", "content": answered_html(turn["answer"])})
         elif turn["notice"]:
             messages.append({"role": "assistant", "content": notice_html(turn["notice"])})
+        elif turn.get("streaming") is not None:
+            messages.append({"role": "assistant", "content": streaming_html(turn["streaming"])})
     return messages
+
+
+#: Shown under the text a model is writing: it is replaced by the checked answer once complete.
+STREAMING_NOTE = "Le modèle rédige… (texte non vérifié : seules les phrases confirmées par leur source resteront)"
+#: Shown under an answer the model wrote, once every claim left was checked against its source.
+LLM_NOTE = "Rédigée par le modèle ; chaque phrase a été vérifiée dans le passage cité."
+
+
+def streaming_html(text: str) -> str:
+    """The model's text as it arrives: escaped, markers left as text (nothing is checked yet)."""
+    return (f'<p class="streaming">{html.escape(text)}▌</p>'
+            f'<p class="answer-by">{html.escape(STREAMING_NOTE)}</p>')
+
+
+def answered_html(answer: dict) -> str:
+    """An answer with its linked markers; for the generative answerer, who wrote it, and why the
+    offline reader answered instead when it did (server down, nothing supported...)."""
+    body = answer_html(answer)
+    if answer.get("note"):
+        return notice_html(answer["note"]) + body
+    if answer.get("answerer") == "llm" and not answer["abstained"]:
+        return body + f'<p class="answer-by">{html.escape(LLM_NOTE)}</p>'
+    return body
 
 
 def last_answer(turns: list[dict]) -> dict | None:
@@ -179,10 +209,22 @@ class Chat:
         """
         index = self.assistant.index
         answer = self.assistant.ask(question, history=history, index=index)
+        return self.answer_json(answer, index), index
+
+    def answer_stream(self, question: str, history: list) -> Iterator[str | tuple[dict, Index]]:
+        """``answer``, with the text a model writes yielded (str) as it arrives, before the
+        checked answer and its index."""
+        index = self.assistant.index
+        for item in self.assistant.ask_stream(question, history=history, index=index):
+            yield item if isinstance(item, str) else (self.answer_json(item, index), index)
+
+    @staticmethod
+    def answer_json(answer, index: Index) -> dict:
+        """The API JSON of ``answer``, its links pinned to the file versions of ``index``."""
         files = index.manifest["files"]
         versions = {item.source: files[item.source]["hash"]
                     for item in (*answer.citations, *answer.passages)}
-        return with_urls(answer.to_json(), versions), index
+        return with_urls(answer.to_json(), versions)
 
     def status_line(self, index: Index | None = None) -> str:
         """The status line's HTML for ``index`` (default: the index in use)."""
@@ -210,28 +252,45 @@ class Chat:
         return chat_messages(turns), turns, ""
 
     def answer_last(self, turns: list[dict], request: gr.Request = None) -> tuple:
-        """Answer the pending question, with the earlier turns as history for follow-ups.
+        """Answer the pending question, with the earlier turns as history for follow-ups: the
+        last update ``answer_streaming`` yields."""
+        result = None
+        for result in self.answer_streaming(turns, request):
+            pass
+        return result
+
+    def answer_streaming(self, turns: list[dict], request: gr.Request = None) -> Iterator[tuple]:
+        """Answer the pending question; while a model writes, yield the chat with its text so
+        far (the other outputs unchanged), then the checked answer with its links and sources.
 
         Changes nothing when there is nothing to answer (a refused blank question) or when the
         visitor started a new conversation meanwhile: writing these turns back would undo it.
         """
         turns = list(turns or [])
+        skip = (gr.skip(), gr.skip(), gr.skip(), gr.skip())
         if not turns or not turns[-1]["pending"]:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            yield skip
+            return
         turn = dict(turns[-1], pending=False)
         index = None
         try:
-            turn["answer"], index = self.answer(turn["question"], history_for(turns[:-1]))
+            for item in self.answer_stream(turn["question"], history_for(turns[:-1])):
+                if not isinstance(item, str):
+                    turn["answer"], index = item
+                elif turn.get("conversation") == self._current(request):
+                    writing = dict(turn, streaming=item)
+                    yield chat_messages(turns[:-1] + [writing]), gr.skip(), gr.skip(), gr.skip()
         except QuestionError as exc:
             turn["notice"] = f"Question refusée : {exc}"
         except Exception:  # one bad question must not take the chat down
             log.exception("error while answering %r", turn["question"])
             turn["notice"] = ERROR_MESSAGE
         if turn.get("conversation") != self._current(request):
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            yield skip
+            return
         turns[-1] = turn
-        return (chat_messages(turns), turns, sources_html(last_answer(turns)),
-                self.status_line(index))
+        yield (chat_messages(turns), turns, sources_html(last_answer(turns)),
+               self.status_line(index))
 
     def ask(self, question: str, history: list | str | None = None) -> dict:
         """Answer `question` with cited sentences from the corpus.
@@ -288,7 +347,7 @@ def build_blocks(assistant: Assistant) -> gr.Blocks:
         # the model's concurrency group with the API).
         shown = dict(fn=chat.add_question, inputs=[question, turns],
                      outputs=[chatbot, turns, question], queue=False, api_visibility="private")
-        answered = dict(fn=chat.answer_last, inputs=[turns],
+        answered = dict(fn=chat.answer_streaming, inputs=[turns],
                         outputs=[chatbot, turns, sources, status],
                         concurrency_id=MODEL_GROUP, api_visibility="private")
         question.submit(**shown).then(**answered)
