@@ -1,7 +1,10 @@
 """Find and read corpus files, reduce HTML to text, and mark boilerplate lines.
 
 Nothing here writes to the corpus folder. Each file becomes a ``Document`` whose ``text`` is what
-the source view shows, and whose ``kept`` spans are the parts worth indexing.
+the source view shows, and whose ``kept`` spans are the parts worth indexing. PDF, Word and
+OpenDocument files are dispatched by suffix, before any decoding, to rag/formats, which gives
+their text one paragraph per line and where each page starts; their running headers, footers and
+page numbers are left out of ``kept``, and ``kept`` spans never straddle two pages.
 
 The boilerplate rule (documented in the README) keeps passages free of web-page debris such as
 navigation words, "Plus d'articles", a captcha line or a title printed twice, without a list of

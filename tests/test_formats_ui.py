@@ -117,3 +117,45 @@ def test_a_changed_pdf_link_says_so(server, tmp_path):
     download = httpx.get(f"{base}/original/revue%20de%20presse.pdf?v=000000000000")
     assert "a été modifié" in download.text and download.headers["content-type"].startswith(
         "text/html")
+
+
+def test_a_pdf_dropped_into_a_watched_corpus_is_answered_by_page(tmp_path):
+    """The live corpus treats a PDF like a text file: dropped while the chat runs, it is indexed
+    and answered with its page; replaced, its old link says it changed."""
+    import time
+
+    from conftest import write_tiny_corpus
+
+    from rag.watch import CorpusWatcher
+    corpus = tmp_path / "corpus"
+    write_tiny_corpus(corpus)
+    assistant = Assistant(corpus, tmp_path / "index", FAKE_SETTINGS, FAKE_SEARCH,
+                          embedder=FakeEmbedder())
+    watcher = CorpusWatcher(assistant).start()
+    assert watcher.ready.wait(20)
+    base, stop = serve_in_thread(assistant)
+    try:
+        client = Client(base, verbose=False)
+        made = tmp_path / "made.pdf"
+        make_pdf(made, seed_paragraphs(SEED))
+        (corpus / PDF).write_bytes(made.read_bytes())  # written in place, as a copy would
+        deadline = time.monotonic() + 20
+        while True:
+            result = client.predict(QUESTION, api_name="/ask")
+            cited = [c for c in result["citations"] if c["source"] == PDF]
+            if cited or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert cited and (cited[0]["page"], cited[0]["start_line"]) == (2, 7), result
+        old_link = cited[0]["url"]
+        assert set(highlighted(httpx.get(base + old_link).text)) == {7}
+        make_pdf(made, seed_paragraphs(SEED)[3:])  # another version: other lines on page 2
+        (corpus / PDF).write_bytes(made.read_bytes())
+        deadline = time.monotonic() + 20
+        while "a été modifié" not in (page := httpx.get(base + old_link).text):
+            assert time.monotonic() < deadline, "the changed PDF was not noticed"
+            time.sleep(0.2)
+        assert not highlighted(page)
+    finally:
+        stop()
+        watcher.stop()
