@@ -204,6 +204,7 @@ def _load_average() -> float | None:
 def run_eval(corpus: Path, questions_path: Path, retrievers: Sequence[str],
              index_dir: Path | None = None, model: str = IndexSettings.model,
              precision: str = IndexSettings.precision,
+             sentence_vectors: bool = IndexSettings.sentence_vectors,
              limit: int | None = None, progress: bool = True,
              assistant_factory: Callable | None = None,
              search: SearchSettings = SearchSettings(), split: str = "all",
@@ -227,7 +228,7 @@ def run_eval(corpus: Path, questions_path: Path, retrievers: Sequence[str],
         if limit < 1:
             raise UserError(f"--limit must be at least 1 (got {limit})")
         questions = questions[:limit]
-    settings = IndexSettings(model=model, precision=precision)
+    settings = IndexSettings(model=model, precision=precision, sentence_vectors=sentence_vectors)
     factory = assistant_factory or Assistant
     assistant = factory(corpus, index_dir, settings, search,
                         progress=progress and sys.stderr.isatty(),

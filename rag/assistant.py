@@ -28,6 +28,7 @@ from .answerer import AnswerContext, Answerer
 from .config import ANSWERERS, DEFAULT_CORPUS, IndexSettings, SearchSettings, default_index_dir
 from .corpus import valid_utf8
 from .embedder import Embedder, load_embedder
+from .sentence_vectors import lend_model
 from .errors import IndexStoreError, QuestionError
 from .extractive import ExtractiveAnswerer
 from .index import BuildReport, Index, current_build, load_index, update_index
@@ -111,6 +112,7 @@ class Assistant:
         index = load_index(self.index_dir, store)
         if index is None:
             raise IndexStoreError(f"no index at {self.index_dir}; run `rag index` first")
+        lend_model(index, self._model)  # an index without sentence vectors embeds per question
         self.index: Index = index
         # After the index: a corpus or index problem is reported before a reader problem.
         self.answerer: Answerer = answerer or make_answerer(search)
@@ -155,6 +157,7 @@ class Assistant:
             index = load_index(self.index_dir, self.store)
             if index is None:
                 raise IndexStoreError(f"no index at {self.index_dir} any more")
+            lend_model(index, self._model)
             self.index, self.report = index, report  # the swap
             return report
 

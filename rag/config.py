@@ -100,9 +100,19 @@ class IndexSettings:
     #: words: left in, they match every passage that happens to use them. On PIAF this lifts BM25
     #: recall@5 from 0.881 to 0.890 (benchmarks/fusion_sweep.py).
     question_stop_words: bool = True
+    #: Every sentence's vector is computed at index time (about five times the chunk
+    #: embeddings). False keeps the sentence records but no sentence vectors: a question embeds
+    #: the sentences of its best passages instead (rag/sentence_vectors.py; cost and loss in
+    #: README "Sentence vectors"). ``rag index --no-sentence-vectors``.
+    sentence_vectors: bool = True
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+#: Settings added after indexes were first written, with the value an index without them was
+#: built with: such an index is not rebuilt for a setting it could not record.
+SETTINGS_ADDED_LATER = {"sentence_vectors": True}
 
 
 @dataclass(frozen=True)
@@ -167,6 +177,9 @@ class SearchSettings:
     dense_weight: float = 1.0
     sentence_weight: float = 1.0
     bm25_weight: float = 1.5
+    #: An index without sentence vectors ranks by best sentence only the first chunks of the
+    #: dense and BM25 rankings (this many of each), embedding their sentences per question.
+    on_demand_candidates: int = 10
     #: Passages handed to the reranker (when one is set); the rest keep their retrieval order.
     rerank_depth: int = 20
     #: Sentences at most in an answer.

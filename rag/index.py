@@ -46,7 +46,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .chunking import split_document
-from .config import IndexSettings
+from .config import SETTINGS_ADDED_LATER, IndexSettings
 from .corpus import (SourceFile, content_hash, display_name, no_documents, parse_document,
                      scan_corpus, warn_unreadable)
 from .embedder import Embedder
@@ -54,6 +54,7 @@ from .errors import IndexDamagedError, IndexStoreError, RagError
 from .lexical import LexicalIndex, stop_words
 from .lock import IndexLock
 from .records import Chunk, Document, Sentence
+from .sentence_vectors import OnDemandSentenceVectors
 from .sentences import sentence_spans
 from . import stores
 from .stores import StoreLocation
@@ -400,9 +401,19 @@ def _load_build(index_dir: Path, folder: Path, manifest: dict | None = None,
         sentence_vectors = stores.open_store(folder, "sentences", manifest, store)
         lexical = LexicalIndex.load(folder / "bm25")
         chunks = _load_chunks(folder / "chunks.jsonl", chunk_vectors.ids)
-        sentences = _load_sentences(folder / "sentences.jsonl", chunks, sentence_vectors.ids)
+        on_demand = _without_sentence_vectors(manifest)
+        sentences = _load_sentences(folder / "sentences.jsonl", chunks,
+                                    None if on_demand else sentence_vectors.ids)
+        if on_demand:
+            if len(sentence_vectors.ids):
+                raise _Disagree
+            sentence_vectors = OnDemandSentenceVectors(
+                manifest["model"].get("dim", chunk_vectors.dim), manifest["settings"]["model"],
+                manifest["settings"].get("precision", IndexSettings.precision))
         index = Index(index_dir, manifest, chunks, sentences, chunk_vectors, sentence_vectors,
                       lexical, folder.name)
+        if on_demand:
+            sentence_vectors.attach(index)
     except _Disagree:
         raise IndexDamagedError(index_dir, "its files disagree with each other") from None
     except RagError:
@@ -445,20 +456,31 @@ def _load_chunks(path: Path, store_ids: list[str]) -> list[Chunk]:
     return chunks
 
 
-def _load_sentences(path: Path, chunks: list[Chunk], store_ids: list[str]) -> list[Sentence]:
+def _load_sentences(path: Path, chunks: list[Chunk],
+                    store_ids: list[str] | None) -> list[Sentence]:
     """The sentence records, in the sentence store's order, sharing its id strings and their
-    chunk's id string."""
+    chunk's id string (``store_ids`` None: an index without sentence vectors)."""
     sentences = []
     chunk_at = 0
     for at, row in enumerate(_read_jsonl(path)):
         while chunk_at < len(chunks) and row["chunk_id"] != chunks[chunk_at].id:
             chunk_at += 1  # sentences follow their chunks' order
+        if store_ids is None:
+            if chunk_at == len(chunks):
+                raise _Disagree
+            sentences.append(Sentence(row["id"], chunks[chunk_at].id, row["start"], row["end"]))
+            continue
         if at >= len(store_ids) or row["id"] != store_ids[at] or chunk_at == len(chunks):
             raise _Disagree
         sentences.append(Sentence(store_ids[at], chunks[chunk_at].id, row["start"], row["end"]))
-    if len(sentences) != len(store_ids):
+    if store_ids is not None and len(sentences) != len(store_ids):
         raise _Disagree
     return sentences
+
+
+def _without_sentence_vectors(manifest: dict) -> bool:
+    """The index was built with ``IndexSettings.sentence_vectors`` off."""
+    return manifest["settings"].get("sentence_vectors", True) is False
 
 
 def _first_sentences(chunks: list[Chunk], sentences: list[Sentence]) -> np.ndarray:
@@ -485,7 +507,8 @@ def _rebuild_reason(manifest: dict, settings: IndexSettings) -> str:
     old = manifest.get("settings", {})
     if old.get("model") != settings.model:
         return f"model changed ({old.get('model')} -> {settings.model})"
-    changed = [k for k, v in settings.to_json().items() if old.get(k) != v]
+    changed = [k for k, v in settings.to_json().items()
+               if old.get(k, SETTINGS_ADDED_LATER.get(k)) != v]
     return f"settings changed ({', '.join(changed)})" if changed else ""
 
 
@@ -732,6 +755,8 @@ def _write_build(files: list[SourceFile], plan: _Plan, reader: _Reader, old: Ind
     sentences = sentences_of(chunks)
     fresh_sentences = [s for s in sentences if s.chunk_id in fresh_ids]
 
+    if not settings.sentence_vectors:  # computed per question (rag/sentence_vectors.py)
+        fresh_sentences = []
     by_id = {c.id: c for c in fresh}
     sentence_texts = [_sentence_text(s, by_id[s.chunk_id]) for s in fresh_sentences]
     new_chunk_vectors, new_sentence_vectors = embed_once(
@@ -741,7 +766,8 @@ def _write_build(files: list[SourceFile], plan: _Plan, reader: _Reader, old: Ind
                             dict(zip((c.id for c in fresh), new_chunk_vectors)),
                             old.chunk_vectors if old else None,
                             stores.new_store(location, embedder.dim, index_dir, "chunks"))
-    sentence_store = _assemble(embedder.dim, [s.id for s in sentences],
+    sentence_store = _assemble(embedder.dim,
+                               [s.id for s in sentences] if settings.sentence_vectors else [],
                                dict(zip((s.id for s in fresh_sentences), new_sentence_vectors)),
                                old.sentence_vectors if old else None,
                                stores.new_store(location, embedder.dim, index_dir, "sentences"))

@@ -8,7 +8,7 @@ content words found in the corpus vocabulary, so a side with nothing to say cann
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,9 +38,24 @@ def dense_ranking(index: Index, query_vector: np.ndarray, depth: int) -> Ranking
     return Ranking.of(index.chunk_vectors.search(query_vector, depth))
 
 
-def sentence_ranking(index: Index, query_vector: np.ndarray, depth: int) -> Ranking:
+def sentence_ranking(index: Index, query_vector: np.ndarray, depth: int,
+                     candidates: Sequence[str] = ()) -> Ranking:
     """Chunks ranked by their best-matching sentence: a finer-grained dense view, which finds a
-    one-sentence fact buried in a long chunk."""
+    one-sentence fact buried in a long chunk.
+
+    An index without sentence vectors (``IndexSettings.sentence_vectors`` off) cannot search
+    every sentence: it ranks only ``candidates`` (the first chunks of the other rankings), whose
+    sentences are embedded now (rag/sentence_vectors.py)."""
+    if not getattr(index.sentence_vectors, "searchable", True):
+        sentences = index.sentences_of(list(dict.fromkeys(candidates)))
+        if not sentences:
+            return Ranking([], [])
+        scores = index.sentence_vectors.get([s.id for s in sentences]) @ query_vector.reshape(-1)
+        found: dict[str, float] = {}
+        for sentence, score in zip(sentences, scores.tolist()):
+            found[sentence.chunk_id] = max(found.get(sentence.chunk_id, -2.0), score)
+        order = sorted(found, key=lambda c: (-found[c], index.position(c)))[:depth]
+        return Ranking(order, [found[c] for c in order])
     best: dict[str, float] = {}
     for sentence_id, score in index.sentence_vectors.search(query_vector, depth * 4):
         chunk_id = index.sentence(sentence_id).chunk_id
@@ -79,8 +94,10 @@ def rank(index: Index, question: str, query_vector: np.ndarray | None, mode: str
     dense = dense_ranking(index, query_vector, settings.depth)
     if mode == "dense":
         return dense
-    by_sentence = sentence_ranking(index, query_vector, settings.depth)
     lexical = bm25_ranking(index, question, settings.depth)
+    by_sentence = sentence_ranking(
+        index, query_vector, settings.depth,
+        dense.ids[:settings.on_demand_candidates] + lexical.ids[:settings.on_demand_candidates])
     bm25_weight = settings.bm25_weight * index.lexical.coverage(question)
     return fuse([(dense, settings.dense_weight), (by_sentence, settings.sentence_weight),
                  (lexical, bm25_weight)], settings.rrf_k, index.position)
