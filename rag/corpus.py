@@ -384,6 +384,8 @@ def _parse_formatted(source: str, data: bytes, min_words: int,
     text = extracted.text
     if not text.strip():
         return None, "it holds no text"
+    if extracted.note:
+        log.warning("%s: %s", display_name(source), extracted.note)
     kept = formats.cut_spans(kept_spans(text, min_words), text, extracted.pages,
                              extracted.furniture)
     return Document(source=source, text=text, content_hash=content_hash(data), kept=kept,

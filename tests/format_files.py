@@ -160,11 +160,24 @@ def make_image_pdf(path: Path, pages: int = 2) -> None:
 
 
 def encrypt_pdf(source: Path, target: Path, password: str = "secret") -> None:
-    """``source`` encrypted with a user password by pypdf (AES-256): it cannot be read without."""
+    """``source`` encrypted by pypdf (AES-256) with a user password: it cannot be read without.
+    An empty ``password`` makes the common "secured" PDF that opens without one (only an owner
+    password restricts printing or copying)."""
     from pypdf import PdfReader, PdfWriter
     writer = PdfWriter(clone_from=PdfReader(source))
-    writer.encrypt(user_password=password, owner_password=password + "-owner",
+    writer.encrypt(user_password=password, owner_password="owner-" + password,
                    algorithm="AES-256")
+    with open(target, "wb") as f:
+        writer.write(f)
+
+
+def add_image_page(source: Path, target: Path) -> None:
+    """``source`` with a picture-only page (no text) appended, as a scanned annex would be."""
+    from pypdf import PdfReader, PdfWriter
+    scan = target.with_suffix(".scan.pdf")
+    make_image_pdf(scan, pages=1)
+    writer = PdfWriter(clone_from=PdfReader(source))
+    writer.append(PdfReader(scan))
     with open(target, "wb") as f:
         writer.write(f)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from fake_embedder import FAKE_SEARCH, FAKE_SETTINGS, FakeEmbedder, build_fake_index
-from format_files import (HEADER, encrypt_pdf, make_docx, make_image_pdf, make_ligature_pdf,
+from format_files import (HEADER, add_image_page, encrypt_pdf, make_docx, make_image_pdf, make_ligature_pdf,
                           make_odt, make_pdf, make_table_pdf, make_zip_bomb, seed_names,
                           seed_paragraphs, truncate)
 
@@ -194,6 +194,23 @@ def test_a_bad_file_is_skipped_with_its_reason(corpus, name, reason):
     data = (corpus["bad"] / name).read_bytes()
     doc, why = parse_document(name, data, 5)
     assert doc is None and reason in why
+
+
+def test_a_pdf_secured_without_a_user_password_is_read(corpus, tmp_path):
+    """Most "secured" PDFs only restrict printing or copying (an owner password): they open
+    without a password, and so are indexed."""
+    encrypt_pdf(corpus["root"] / pdf_name(LONG_SEED), tmp_path / "secured.pdf", password="")
+    secured = read_document(tmp_path, tmp_path / "secured.pdf", 5)
+    plain = read_document(corpus["root"], corpus["root"] / pdf_name(LONG_SEED), 5)
+    assert secured.text == plain.text and secured.pages == plain.pages
+
+
+def test_a_pdf_with_a_scanned_page_is_indexed_with_a_warning(corpus, tmp_path, caplog):
+    add_image_page(corpus["root"] / pdf_name(LONG_SEED), tmp_path / "annexe.pdf")
+    with caplog.at_level(logging.WARNING):
+        doc = read_document(tmp_path, tmp_path / "annexe.pdf", 5)
+    assert len(doc.pages) == 3 and doc.pages[2] == len(doc.text)  # page 3: no text
+    assert "annexe.pdf: page 3 of 3 holds no text (scanned or pictures only)" in caplog.text
 
 
 def test_a_zip_bomb_is_refused_before_it_is_inflated(corpus):

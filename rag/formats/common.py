@@ -28,6 +28,9 @@ class Extracted:
     text: str
     pages: tuple[int, ...] = ()
     furniture: tuple[tuple[int, int], ...] = ()
+    #: Something the user should know about a file that is indexed all the same (logged as a
+    #: warning naming it): "pages 3, 4 have no text layer (scanned?)".
+    note: str = ""
 
 
 #: Typographic ligatures (Unicode's compatibility forms) and the letters they stand for.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+from dataclasses import replace
 
 from .common import Extracted, FormatError, assemble, continues, join_lines
 
@@ -60,7 +61,16 @@ def read_pdf(data: bytes, progress: bool = False) -> Extracted:
     if not any(page_lines):
         raise FormatError("the PDF has no text layer (scanned pages?); run OCR on it (e.g. "
                           "ocrmypdf) and index the result")
-    return assemble(page_lines)
+    extracted = assemble(page_lines)
+    blank = [str(i) for i, lines in enumerate(page_lines, start=1) if not lines]
+    if blank:
+        listed = ", ".join(blank[:10]) + (", ..." if len(blank) > 10 else "")
+        several = len(blank) > 1
+        note = (f"page{'s' if several else ''} {listed} of {len(page_lines)} "
+                f"{'hold' if several else 'holds'} no text (scanned or pictures only); the rest "
+                "is indexed (run OCR on the file to index them too)")
+        extracted = replace(extracted, note=note)
+    return extracted
 
 
 def _read_pages(pages: list, laparams, progress: bool) -> list[list[str]]:
