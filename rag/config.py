@@ -32,8 +32,9 @@ PRECISIONS = ("fp32", "int8")
 DEFAULT_PRECISION = "fp32"
 
 #: File kinds read from a corpus folder: text, and the documents rag/formats reads (PDF, Word,
-#: OpenDocument), which are cited by page when they have pages.
-CORPUS_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".odt")
+#: OpenDocument, EPUB), which are cited by page when they have pages.
+CORPUS_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".odt",
+                   ".epub")
 
 #: Seconds a build of an index (``rag index``, or ``rag ask``/``chat``/``eval`` bringing it up to
 #: date) waits for another build of the same index to finish before it gives up with an error.

@@ -179,8 +179,8 @@ def scan_corpus(root: Path) -> list[SourceFile]:
 
 def no_documents(root: Path) -> CorpusError:
     """The error for a corpus folder that holds no usable document."""
-    return CorpusError(f"no readable .txt, .md, .html, .pdf, .docx or .odt file in {root} (add "
-                       "documents or point --corpus elsewhere)")
+    return CorpusError(f"no readable .txt, .md, .html, .pdf, .docx, .odt or .epub file in {root} "
+                       "(add documents or point --corpus elsewhere)")
 
 
 def file_hash(path: Path) -> str:

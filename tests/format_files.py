@@ -281,3 +281,31 @@ def make_zip_bomb(path: Path, inflated: int = 200_000_000) -> None:
             block = b"\0" * (1 << 20)
             for _ in range(inflated // len(block)):
                 f.write(block)
+
+
+def make_epub(path: Path, chapters: list[list[str]], title: str = "Revue de presse") -> None:
+    """An EPUB 3 written as the specification lays it out (the ``mimetype`` entry first and
+    stored, a container, a package with its manifest and spine, one XHTML file per chapter)."""
+    from html import escape
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(zipfile.ZipInfo("mimetype"), "application/epub+zip",
+                    compress_type=zipfile.ZIP_STORED)
+        zf.writestr("META-INF/container.xml", (
+            '<?xml version="1.0"?><container version="1.0" '
+            'xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles>'
+            '<rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/>'
+            "</rootfiles></container>"))
+        items = "".join(f'<item id="c{i}" href="text/ch{i}.xhtml" '
+                        f'media-type="application/xhtml+xml"/>' for i in range(len(chapters)))
+        spine = "".join(f'<itemref idref="c{i}"/>' for i in range(len(chapters)))
+        zf.writestr("OEBPS/content.opf", (
+            '<?xml version="1.0" encoding="utf-8"?><package xmlns="http://www.idpf.org/2007/opf" '
+            'version="3.0" unique-identifier="id"><metadata '
+            'xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:identifier id="id">test</dc:identifier>'
+            f"<dc:title>{escape(title)}</dc:title><dc:language>fr</dc:language></metadata>"
+            f"<manifest>{items}</manifest><spine>{spine}</spine></package>"))
+        for i, paragraphs in enumerate(chapters):
+            body = "".join(f"<p>{escape(p)}</p>" for p in paragraphs)
+            zf.writestr(f"OEBPS/text/ch{i}.xhtml", (
+                '<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml">'
+                f"<head><title>Chapitre {i + 1}</title></head><body>{body}</body></html>"))

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from fake_embedder import FAKE_SEARCH, FAKE_SETTINGS, FakeEmbedder, build_fake_index
-from format_files import (HEADER, add_image_page, encrypt_pdf, make_docx, make_image_pdf, make_ligature_pdf,
-                          make_odt, make_pdf, make_table_pdf, make_zip_bomb, seed_names,
-                          seed_paragraphs, truncate)
+from format_files import (HEADER, add_image_page, encrypt_pdf, make_docx, make_epub,
+                          make_image_pdf, make_ligature_pdf, make_odt, make_pdf, make_table_pdf,
+                          make_zip_bomb, seed_names, seed_paragraphs, truncate)
 
 from eval.metrics import SourceLines, citation_validity
 from rag.assistant import Assistant
@@ -170,6 +170,15 @@ def test_word_and_opendocument_text_pages_and_tables(corpus, name):
                      + [" | ".join(row) for row in TABLE])
     # The page break after the third paragraph starts page 2 at the fourth.
     assert len(doc.pages) == 2 and doc.text[doc.pages[1]:].startswith(paragraphs[3])
+
+
+def test_an_epub_reads_its_chapters_in_spine_order(tmp_path):
+    first, second = seed_paragraphs(LONG_SEED)[3:6], seed_paragraphs(LONG_SEED)[6:8]
+    make_epub(tmp_path / "livre.epub", [first, second])
+    doc = read_document(tmp_path, tmp_path / "livre.epub", 5)
+    assert doc.pages == () and doc.text.rstrip("\n").split("\n") == first + second
+    truncate(tmp_path / "livre.epub", tmp_path / "cut.epub")
+    assert "damaged" in parse_document("cut.epub", (tmp_path / "cut.epub").read_bytes(), 5)[1]
 
 
 def test_a_document_without_page_breaks_has_no_pages(tmp_path):

@@ -60,7 +60,8 @@ DOCUMENT_CACHE = 4
 #: Media types of the originals offered for download.
 MEDIA_TYPES = {".pdf": "application/pdf",
                ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-               ".odt": "application/vnd.oasis.opendocument.text"}
+               ".odt": "application/vnd.oasis.opendocument.text",
+               ".epub": "application/epub+zip"}
 
 
 def resolve_source(corpus: Path, relative: str) -> Path | None:

@@ -1,4 +1,4 @@
-"""Readers for documents that are not plain text: PDF, Word (.docx) and OpenDocument (.odt).
+"""Readers for documents that are not plain text: PDF, Word (.docx), OpenDocument (.odt), EPUB.
 
 One interface, :func:`extract`: the file's bytes in, an :class:`Extracted` out, or a
 :class:`FormatError` whose message says why the file cannot be indexed (it is then skipped with a
@@ -36,11 +36,17 @@ def _odt(data: bytes, progress: bool) -> Extracted:
     return read_odt(data)
 
 
+def _epub(data: bytes, progress: bool) -> Extracted:
+    from .office import read_epub
+    return read_epub(data)
+
+
 #: Suffix -> reader. Imported lazily: a corpus of text files never loads pdfminer.
 READERS: dict[str, Callable[[bytes, bool], Extracted]] = {
     ".pdf": _pdf,
     ".docx": _docx,
     ".odt": _odt,
+    ".epub": _epub,
 }
 
 

@@ -1,4 +1,5 @@
-"""Word (.docx) and OpenDocument (.odt) text, read from the zip archive with the standard library.
+"""Word (.docx), OpenDocument (.odt) and EPUB text, read from the zip archive with the standard
+library.
 
 Both are zip archives of XML. Reading the one XML part that holds the text with ``zipfile`` and
 ``xml.etree`` needs no dependency and lets the size limits act before anything is inflated: a
@@ -12,10 +13,15 @@ breaks, a paragraph style that starts a new page) make pages; a file that record
 pages and is cited by line, like a text file. Running headers and footers live in other parts of
 the archive and are not read. Deleted text of tracked changes, field codes, comments and notes
 are left out.
+
+An EPUB is a zip of XHTML chapters: they are read in the order of its spine, each reduced to text
+as an HTML file is (rag/corpus.py); an EPUB has no pages (a reader lays them out), so it is cited
+by line.
 """
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -241,3 +247,43 @@ def _odt_inline(node: ET.Element) -> Iterator[object]:
             yield from _odt_inline(child)
         if child.tail:
             yield child.tail
+
+
+# ------------------------------------------------------------------------------------------------
+# EPUB
+
+CONTAINER = "{urn:oasis:names:tc:opendocument:xmlns:container}"
+OPF = "{http://www.idpf.org/2007/opf}"
+#: Chapters read at most: an EPUB's spine lists a few dozen.
+MAX_CHAPTERS = 2000
+_HEAD = re.compile(r"<head\b.*?</head\s*>", re.IGNORECASE | re.DOTALL)
+
+
+def read_epub(data: bytes) -> Extracted:
+    from posixpath import dirname, join, normpath
+
+    from ..corpus import html_to_text
+    container = parse_xml(read_part(data, "META-INF/container.xml", "EPUB"),
+                          "META-INF/container.xml")
+    rootfile = container.find(f".//{CONTAINER}rootfile")
+    package_path = rootfile.get("full-path") if rootfile is not None else None
+    if not package_path:
+        raise FormatError("it is not an EPUB (its container names no package file)")
+    package = parse_xml(read_part(data, package_path, "EPUB"), package_path)
+    base = dirname(package_path)
+    hrefs = {item.get("id"): item.get("href") for item in package.iter(f"{OPF}item")
+             if item.get("media-type") in ("application/xhtml+xml", "text/html")}
+    spine = [ref.get("idref") for ref in package.iter(f"{OPF}itemref")][:MAX_CHAPTERS]
+    lines: list[str] = []
+    for idref in spine:
+        href = hrefs.get(idref)
+        if not href:
+            continue
+        name = normpath(join(base, href.split("#")[0]))
+        markup = read_part(data, name, "EPUB").decode("utf-8", errors="replace")
+        markup = _HEAD.sub("", markup)  # a chapter's <title> repeats the book's or its heading
+        lines.extend(line for line in (clean(raw) for raw in
+                                       html_to_text(markup).split("\n")) if line)
+    if not lines:
+        raise FormatError("it holds no text")
+    return assemble([lines], paged=False)
