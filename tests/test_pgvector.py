@@ -174,6 +174,14 @@ def test_reads_go_to_the_replica_and_survive_restarts(pg_cluster, tmp_path):
     pg_cluster.shards[1].restart()
     wait_until_ready(pg_cluster.shards[1])
     assert_same_search(store, reference, queries, 10)
+    # the first shard's primary away: its replica answers alone (reads need no primary)
+    pg_cluster.primary.stop()
+    try:
+        assert_same_search(store, reference, queries, 10)
+        assert np.array_equal(store.get(ids[:20]), vectors[:20])
+    finally:
+        pg_cluster.primary.start()
+        wait_until_ready(pg_cluster.primary)
     store.close()
 
 
