@@ -108,6 +108,21 @@ def test_a_word_document_without_pages_opens_whole_with_its_download(server):
     assert download.content[:2] == b"PK"
 
 
+def test_a_pdf_too_large_to_read_shows_its_cited_lines_from_the_index(server, monkeypatch):
+    """Above the size limit the PDF is not parsed per request: the page shows the cited lines as
+    the index holds them, numbered within their page as the citation counts them."""
+    import ui.source_view
+    base, assistant = server
+    monkeypatch.setattr(ui.source_view, "MAX_DOCUMENT_BYTES", 1000)
+    result = assistant.ask(QUESTION).to_json()
+    citation = result["citations"][0]
+    version = assistant.index.manifest["files"][PDF]["hash"][:12]
+    page = httpx.get(f"{base}/source/revue%20de%20presse.pdf?v={version}&page=2&lines=7-7")
+    assert "trop grand pour être affiché" in page.text
+    lit = highlighted(page.text)
+    assert set(lit) == {7} and citation["text"] in lit[7]
+
+
 def test_a_changed_pdf_link_says_so(server, tmp_path):
     """A link to an older version of the PDF (another hash) lights nothing and leads to the
     current version; its download link too."""
