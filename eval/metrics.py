@@ -35,6 +35,10 @@ Definitions (keys of the metrics block, exactly):
   the cited lines (file read with ``rag.corpus.read_document``, as the index read it; for a file
   with pages, a PDF, the lines of the cited page).
 * ``latency_ms_p50`` / ``latency_ms_p95``: percentiles of ``Assistant.ask`` time.
+* ``unsupported_claims``: generative answerer (``--answerer llm``): the share of the claims the
+  model wrote that the check against the cited passage dropped.
+* ``llm_fallback``: generative answerer: the share of questions the offline reader answered
+  instead (server failure, reply cut off or unreadable, or no claim supported).
 * ``n_questions``, ``n_answerable``, ``n_unanswerable``, ``n_citations``, ``n_failed``: counts.
 
 A failed question (``error`` set) counts as a retrieval miss, a wrong answer and a non-abstention;
@@ -55,7 +59,7 @@ METRIC_KEYS = (
     "recall@1", "recall@5", "mrr@10", "answer_contains", "answer_accuracy",
     "top_citation_contains", "answer_chars_p50", "abstain_unanswerable", "abstain_answerable",
     "abstain_withheld", "citation_valid",
-    "latency_ms_p50", "latency_ms_p95",
+    "latency_ms_p50", "latency_ms_p95", "unsupported_claims", "llm_fallback",
     "n_questions", "n_answerable", "n_unanswerable", "n_citations", "n_failed",
 )
 
@@ -208,6 +212,21 @@ def citation_validity(records: Sequence[dict], corpus_root: Path, min_words: int
     return _share(sum(sources.citation_ok(c) for c in citations), len(citations)), len(citations)
 
 
+def unsupported_claims(records: Sequence[dict]) -> float | None:
+    """Generative answerer: the share of the claims the model wrote that the check dropped
+    (no sentence of the cited passage supports it, a marker naming a passage not sent, no
+    marker); None when no record holds a checked claim (the other answerers)."""
+    claims = [c for r in records if not _failed(r) for c in r.get("verified") or ()]
+    return _share(sum(not c.get("supported") for c in claims), len(claims))
+
+
+def llm_fallback(records: Sequence[dict]) -> float | None:
+    """Generative answerer: the share of questions answered by the offline reader instead (the
+    server failed, or no claim survived the check); None for the other answerers."""
+    asked = [r for r in records if not _failed(r) and r.get("answerer_configured") == "llm"]
+    return _share(sum(r.get("answerer") != "llm" for r in asked), len(asked))
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The ``q``-th percentile (0-100) with linear interpolation, None for no values."""
     data = sorted(float(v) for v in values)
@@ -239,6 +258,8 @@ def compute_metrics(records: Sequence[dict], corpus_root: Path, min_words: int |
         "citation_valid": valid,
         "latency_ms_p50": percentile(latencies, 50),
         "latency_ms_p95": percentile(latencies, 95),
+        "unsupported_claims": unsupported_claims(records),
+        "llm_fallback": llm_fallback(records),
         "n_questions": len(records),
         "n_answerable": n_answerable,
         "n_unanswerable": len(records) - n_answerable,

@@ -17,7 +17,10 @@ JSON written by ``--json OUT``::
   (the ``Assistant.ask`` time),
   ``support`` (score of the best candidate sentence, the one compared with the abstention
   threshold), ``withheld_abstained`` (answerable questions: whether it abstained once the gold
-  files were hidden from the search), the gold ``answerable``/``gold_answers``/``gold_sources``,
+  files were hidden from the search), ``answerer`` (who wrote the answer shown: "llm" or the
+  offline fallback), ``answerer_configured``, ``verified`` (the generative answerer's claims and
+  their check) and ``note`` (why its answer was not shown),
+  the gold ``answerable``/``gold_answers``/``gold_sources``,
   and ``error`` (one line)
   for a question that raised -- the run goes on and ``n_failed`` counts them.
 * ``run``: what was run (corpus, questions file, retrievers, settings, date, machine, wall time).
@@ -122,8 +125,10 @@ def retrieved_sources(passages: Sequence[dict]) -> list[str]:
     return list(seen)
 
 
-def ask_one(assistant, question: dict, retriever: str) -> dict:
-    """The record of one question asked with one retriever (never raises for a bad question)."""
+def ask_one(assistant, question: dict, retriever: str, withheld: bool = True) -> dict:
+    """The record of one question asked with one retriever (never raises for a bad question).
+    ``withheld=False`` skips asking it again with its files hidden (``withheld_abstained`` is
+    then None): a generative answerer pays seconds per question."""
     record = {"id": question["id"], "question": question["question"], "kind": question["kind"],
               "retriever": retriever}
     try:
@@ -134,7 +139,10 @@ def ask_one(assistant, question: dict, retriever: str) -> dict:
                       retrieved_sources=retrieved_sources(data["passages"]),
                       latency_ms=data["latency_ms"], support=data["support"],
                       abstain_threshold=data["threshold"],
-                      withheld_abstained=withheld_abstained(assistant, question, retriever))
+                      answerer=data["answerer"], answerer_configured=assistant.search.answerer,
+                      verified=data["verified"], note=data["note"],
+                      withheld_abstained=withheld_abstained(assistant, question, retriever)
+                      if withheld else None)
     except Exception as exc:  # recorded, and the run goes on
         message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         log.debug("question %s failed", question["id"], exc_info=True)

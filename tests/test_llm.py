@@ -335,3 +335,36 @@ def test_failures_are_logged_below_warning(ask, fake_llm, caplog):
     with caplog.at_level(logging.WARNING):
         ask()
     assert not [r for r in caplog.records if r.name.startswith("rag.llm")]
+
+
+# --- the evaluation -----------------------------------------------------------------------------
+
+
+def test_eval_measures_dropped_claims_and_fallbacks(tiny_template, fake_llm, tmp_path):
+    """`rag eval --answerer llm`: the same metrics, plus the share of generated claims the check
+    dropped and of questions the offline reader answered instead."""
+    from eval.runner import run_eval
+
+    questions = tmp_path / "q.jsonl"
+    rows = [{"id": "1", "question": QUESTION, "answers": ["La Haye"],
+             "sources": ["sommet.txt"], "answerable": True},
+            {"id": "2", "question": "Quand le Tour de France partira-t-il de Lille ?",
+             "answers": ["5 juillet"], "sources": ["tour.txt"], "answerable": True}]
+    questions.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows),
+                         encoding="utf-8")
+
+    def reply(body):
+        if "sommet" in body["messages"][-1]["content"].rsplit("Question:", 1)[1]:
+            n = passage_number(body, "La Haye")  # one claim kept, one without a marker dropped
+            return json_reply(f"Le prochain sommet se tiendra à La Haye [{n}]. Il pleuvra.")
+        return json_reply("Le Tour partira de Lille le 14 juillet [1].")  # not in its sentence
+    fake_llm.reply = reply
+    result = run_eval(tiny_template[0], questions, ["hybrid"], progress=False,
+                      assistant_factory=lambda *a, **k: assistant_for(tiny_template, fake_llm.url))
+    metrics = result["metrics"]["hybrid"]
+    assert metrics["unsupported_claims"] == pytest.approx(2 / 3)
+    assert metrics["llm_fallback"] == 0.5
+    first, second = result["questions"]
+    assert (first["answerer"], second["answerer"]) == ("llm", "extractive")
+    assert second["note"].startswith("Aucune affirmation")
+    assert result["run"]["search_settings"]["llm"]["url"] == fake_llm.url

@@ -18,6 +18,7 @@ The Draft is one of:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Mapping
 
 from ..answerer import AnswerContext, Answerer, Draft, abstention_message, cite
@@ -132,7 +133,9 @@ class LlmAnswerer:
             yield self._fallback(question, passages, context, note(exc.kind, english, exc.detail))
             return
         if not reply.found:
-            reason = reply.reason[:300] or NO_REASON[english]
+            # A "reason" without words ("100", "") says nothing: the plain one instead.
+            reason = reply.reason[:300] if len(re.findall(r"[^\W\d_]", reply.reason)) >= 3 \
+                else NO_REASON[english]
             yield Draft(abstention_message(english, reason), [], True, 0.0, 0.0, reason,
                         answerer="llm")
             return

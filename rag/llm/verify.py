@@ -5,14 +5,16 @@ it. A sentence supports a claim when
 
 * every number of the claim (figures, years, amounts: "10 000", "5 %", "2025") is in the sentence,
 * the claim's names (runs of capitalised words) appear in the passage, unless the question and
-  the passage differ in language (names are spelt differently across languages), and
+  the passage differ in language (names are spelt differently across languages); numbers and
+  names the question gives are exempt (the claim restating the question asserts nothing new), and
 * either most of the claim's content words (French/English stems, stop words left out) are in the
-  sentence (``LlmSettings.support_overlap``), or the e5 cosine of claim and sentence (both
+  sentence, and most of those it adds to the question's (what it asserts beyond restating the
+  question) too (``LlmSettings.support_overlap``), or the e5 cosine of claim and sentence (both
   embedded as passages, like every indexed sentence) reaches ``support_cosine``.
 
-The numbers and names tests catch the invented detail a fluent small model adds; the word share
-catches a near-copy; the cosine lets a faithful paraphrase (or an English answer over French text)
-through. The citation then points to that sentence's own lines, like the reader's.
+The numbers and names tests catch the invented detail a fluent small model adds; the word shares
+catch a near-copy, and the second one a claim that restates the question around a wrong answer;
+the cosine lets a faithful paraphrase (or an English answer over French text) through. The citation then points to that sentence's own lines, like the reader's.
 """
 from __future__ import annotations
 
@@ -67,19 +69,25 @@ class Checked:
 
 def sentence_support(claim: str, claim_vector: np.ndarray | None, sentence_text: str,
                      sentence_vector: np.ndarray | None, passage_text: str, check_names: bool,
-                     settings: LlmSettings, sentence: Sentence | None = None) -> Support:
+                     settings: LlmSettings, sentence: Sentence | None = None,
+                     question: str = "") -> Support:
     """The check of one claim against one sentence of its passage (see the module doc)."""
     terms = set(tokenize(claim))
     found = set(tokenize(sentence_text))
     overlap = len(terms & found) / len(terms) if terms else 0.0
+    added = terms - set(tokenize(question))
+    if added and overlap:  # what the claim says beyond the question must be there too
+        overlap = min(overlap, len(added & found) / len(added))
     cosine = (float(claim_vector @ sentence_vector)
               if claim_vector is not None and sentence_vector is not None else 0.0)
-    missing = sorted(numbers(claim) - numbers(sentence_text))
+    # Numbers and names the question itself gives are the claim restating it, not asserting.
+    missing = sorted(numbers(claim) - numbers(sentence_text) - numbers(question))
     if missing:
         return Support(sentence, False, overlap, cosine, f"the sentence does not hold {missing[0]}")
     if check_names:
-        folded = fold(passage_text)
-        absent = [" ".join(n) for n in names_in(claim) if fold(n[-1]) not in folded]
+        folded, asked = fold(passage_text), fold(question)
+        absent = [" ".join(n) for n in names_in(claim)
+                  if fold(n[-1]) not in folded and fold(n[-1]) not in asked]
         if absent:
             return Support(sentence, False, overlap, cosine,
                            f"the passage does not name {absent[0]}")
@@ -109,7 +117,7 @@ def check_claims(found: list[Claim], passages: list[Passage], index: Index,
                                   f"it cites [{n}], but only [1]-[{len(passages)}] were sent")
             else:
                 support = best_sentence(claim.text, vector, passages[n - 1], index,
-                                        english, settings)
+                                        english, settings, question)
             rank = (support.supported, support.score)
             if best is None or rank > (best[1].supported, best[1].score):
                 best = (n if support.sentence is not None else None, support)
@@ -118,7 +126,7 @@ def check_claims(found: list[Claim], passages: list[Passage], index: Index,
 
 
 def best_sentence(claim: str, claim_vector: np.ndarray | None, passage: Passage, index: Index,
-                  english: bool, settings: LlmSettings) -> Support:
+                  english: bool, settings: LlmSettings, question: str = "") -> Support:
     """The sentence of ``passage`` that best supports ``claim``."""
     sentences = index.sentences_of([passage.chunk_id])
     if not sentences:
@@ -128,7 +136,7 @@ def best_sentence(claim: str, claim_vector: np.ndarray | None, passage: Passage,
     best = None
     for sentence, vector in zip(sentences, vectors):
         support = sentence_support(claim, claim_vector, index.sentence_text(sentence), vector,
-                                   passage.text, check_names, settings, sentence)
+                                   passage.text, check_names, settings, sentence, question)
         if best is None or (support.supported, support.score) > (best.supported, best.score):
             best = support
     return best
