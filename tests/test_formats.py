@@ -118,6 +118,24 @@ def test_every_page_starts_with_its_header_in_the_text(corpus):
         assert HEADER not in kept and f"Page {number}" not in kept
 
 
+def test_one_page_read_alone_is_that_page_of_the_whole_text(tmp_path):
+    """The source view reads a PDF's cited page alone: it must be exactly what the indexer read
+    there, two-column pages included."""
+    from rag.formats.pdf import read_pdf_page
+    paragraphs = [p for seed in seed_names()[:3] for p in seed_paragraphs(seed)]
+    make_pdf(tmp_path / "two.pdf", paragraphs, columns=2, interleave=True)
+    data = (tmp_path / "two.pdf").read_bytes()
+    whole = extract("two.pdf", data)
+    starts = list(whole.pages) + [len(whole.text)]
+    for number in range(1, len(whole.pages) + 1):
+        lines, count = read_pdf_page(data, number)
+        assert count == len(whole.pages)
+        assert "".join(f"{line}\n" for line in lines) == whole.text[starts[number - 1]:
+                                                                   starts[number]]
+    with pytest.raises(IndexError):
+        read_pdf_page(data, len(whole.pages) + 1)
+
+
 def test_two_columns_drawn_row_by_row_are_read_column_by_column(tmp_path):
     """The content draws the left and right columns' lines alternately (as some generators do);
     the text still reads each column top to bottom, paragraph after paragraph."""

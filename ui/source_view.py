@@ -20,8 +20,10 @@ A PDF (or a Word or OpenDocument file that records page breaks) is shown one pag
 ``?page=3&lines=12-14`` opens its page 3, lines numbered within the page as citations count them,
 with links to the pages around it and to the original file, which ``GET /original/{path}?v=``
 downloads (as an attachment: a PDF's own scripts never run in the chat's origin). The text shown
-is the one the indexer extracted; parsing a long PDF takes seconds, so the last few documents
-read are kept, keyed by their path, size and modification time.
+is the one the indexer extracted. A PDF's page is read alone (a page's text depends on that page
+only), so the page of a 300-page PDF opens as fast as that of a one-page one; Word, OpenDocument
+and EPUB files are read whole, and the last few are kept, keyed by path, size and modification
+time.
 """
 from __future__ import annotations
 
@@ -38,8 +40,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from rag.config import CORPUS_SUFFIXES
-from rag.corpus import file_hash, read_document
-from rag.formats import is_document_format
+from rag.corpus import content_hash, file_hash, read_document
+from rag.formats import FormatError, is_document_format
+from rag.formats.pdf import read_pdf_page
 from rag.index import Index
 from rag.records import Document
 
@@ -214,31 +217,57 @@ def page_text(document: Document, number: int) -> str:
 
 def render_document_page(document: Document, number: int | None, lines: tuple[int, int] | None,
                          version: str) -> HTMLResponse:
-    """One page of a document with pages: its lines numbered within the page, the cited ones
-    lit, the page number shown, links to the pages around it and to the original file."""
+    """One page of a document with pages (whole in memory: a Word or OpenDocument file)."""
     count = len(document.pages)
+    shown = number if number is not None and number <= count else 1
+    return render_paged(document.source, number, count, _rows(page_text(document, shown)), lines,
+                        version)
+
+
+def render_paged(source: str, number: int | None, count: int, rows: list[str],
+                 lines: tuple[int, int] | None, version: str) -> HTMLResponse:
+    """One page: its lines (``rows``, of page ``number``, or of page 1 when ``number`` is None or
+    past the last page) numbered within the page, the cited ones lit, the page number shown,
+    links to the pages around it and to the original file."""
     missing = number is not None and number > count
     if number is None or missing:
         number, lines = 1, None
-    rows = _rows(page_text(document, number))
     parts = [f"page {number} sur {count}"]
     if lines:
         parts.append(line_range(*lines))
     parts.append(f"{len(rows)} lignes")
     links = []
     if number > 1:
-        links.append((f"← page {number - 1}", source_url(document.source, version=version,
+        links.append((f"← page {number - 1}", source_url(source, version=version,
                                                          page=number - 1)))
     if number < count:
-        links.append((f"page {number + 1} →", source_url(document.source, version=version,
+        links.append((f"page {number + 1} →", source_url(source, version=version,
                                                          page=number + 1)))
-    links.append(("Télécharger l’original", original_url(document.source, version)))
+    links.append(("Télécharger l’original", original_url(source, version)))
     body = line_rows(enumerate(rows, start=1), lines)
     if missing:
         body = notice(f"Ce document n’a que {count} pages : voici la première.") + body
     elif not rows:
         body = notice("Cette page ne contient pas de texte (une image, une page blanche).")
-    return page(document.source, " · ".join(parts), body, nav=_nav(links))
+    return page(source, " · ".join(parts), body, nav=_nav(links))
+
+
+def pdf_page(source: str, file: Path, number: int | None, lines: tuple[int, int] | None,
+             v: str | None) -> HTMLResponse:
+    """One page of a PDF, reading that page alone (a long PDF's first click takes as long as
+    one page, not the whole file): its text is exactly what the indexer read there."""
+    data = file.read_bytes()
+    digest = content_hash(data)
+    if v and v != version_tag(digest):
+        return changed_page(source, lines, digest)
+    try:
+        try:
+            rows, count = read_pdf_page(data, number or 1)
+        except IndexError:
+            rows, count = read_pdf_page(data, 1)
+    except FormatError:  # no longer a readable PDF (caught in the middle of a write?)
+        return changed_page(source, lines, None) if v else gone_page(source)
+    return render_paged(source, number, count, rows, lines, digest)
 
 
 def notice(*paragraphs: str) -> str:
@@ -402,8 +431,10 @@ def source_router(corpus: Path, min_words: int, current_index: Callable[[], Inde
             shown = page_lines_from_index(index, path, number, wanted) if wanted else []
             return too_large_page(path, size, wanted, shown)
         try:
+            if path.lower().endswith(".pdf"):
+                return pdf_page(path, file, number, wanted, v)
             # The same reader the indexer used, so line numbers match the citations (for HTML
-            # files this is the extracted text, not the markup; for a PDF, its extracted text).
+            # files this is the extracted text, not the markup; for a Word file, its text).
             if formatted:
                 document = documents.read(corpus.resolve(), file, min_words)
             else:

@@ -36,28 +36,8 @@ PROGRESS_PAGES = 20
 
 
 def read_pdf(data: bytes, progress: bool = False) -> Extracted:
-    if b"%PDF-" not in data[:HEADER_WINDOW]:
-        raise FormatError("it is not a PDF (no PDF header); check the file")
-    if b"%%EOF" not in data[-EOF_WINDOW:]:
-        raise FormatError("the PDF is truncated (its end is missing); download or save it again")
-    from pdfminer.layout import LAParams
-    from pdfminer.pdfdocument import PDFDocument, PDFEncryptionError, PDFPasswordIncorrect
-    from pdfminer.pdfpage import PDFPage
-    from pdfminer.pdfparser import PDFParser
-    try:
-        document = PDFDocument(PDFParser(io.BytesIO(data)))
-        pages = list(PDFPage.create_pages(document))
-    except (PDFPasswordIncorrect, PDFEncryptionError):
-        raise FormatError("the PDF is encrypted and needs a password; save a copy without "
-                          "password protection to index it") from None
-    except Exception as exc:  # pdfminer raises many kinds (PSEOF, PDFSyntaxError, KeyError...)
-        raise FormatError(f"the PDF is damaged ({exc.__class__.__name__}); save it again from "
-                          "the application that made it") from None
-    if not pages:
-        raise FormatError("the PDF has no pages")
-    # boxes_flow=None: pdfminer groups characters into lines and lines into boxes (paragraphs),
-    # but does not order the boxes; reading_order does, by columns.
-    page_lines = _read_pages(pages, LAParams(all_texts=True, boxes_flow=None), progress)
+    pages = _open_pages(data)
+    page_lines = _read_pages(pages, progress)
     if not any(page_lines):
         raise FormatError("the PDF has no text layer (scanned pages?); run OCR on it (e.g. "
                           "ocrmypdf) and index the result")
@@ -73,11 +53,48 @@ def read_pdf(data: bytes, progress: bool = False) -> Extracted:
     return extracted
 
 
-def _read_pages(pages: list, laparams, progress: bool) -> list[list[str]]:
+def read_pdf_page(data: bytes, number: int) -> tuple[list[str], int]:
+    """The lines of page ``number`` (1-based) alone and the PDF's page count: exactly the lines
+    :func:`read_pdf` gives that page (a page's text depends on that page only), for the source
+    view, which shows one page of a long PDF without reading the others. FormatError as
+    :func:`read_pdf`; IndexError for a page past the end."""
+    pages = _open_pages(data)
+    if not 1 <= number <= len(pages):
+        raise IndexError(number)
+    return _read_pages([pages[number - 1]], False)[0], len(pages)
+
+
+def _open_pages(data: bytes) -> list:
+    """The pages of a PDF, ready to be interpreted; FormatError when the file cannot be read."""
+    if b"%PDF-" not in data[:HEADER_WINDOW]:
+        raise FormatError("it is not a PDF (no PDF header); check the file")
+    if b"%%EOF" not in data[-EOF_WINDOW:]:
+        raise FormatError("the PDF is truncated (its end is missing); download or save it again")
+    from pdfminer.pdfdocument import PDFDocument, PDFEncryptionError, PDFPasswordIncorrect
+    from pdfminer.pdfpage import PDFPage
+    from pdfminer.pdfparser import PDFParser
+    try:
+        document = PDFDocument(PDFParser(io.BytesIO(data)))
+        pages = list(PDFPage.create_pages(document))
+    except (PDFPasswordIncorrect, PDFEncryptionError):
+        raise FormatError("the PDF is encrypted and needs a password; save a copy without "
+                          "password protection to index it") from None
+    except Exception as exc:  # pdfminer raises many kinds (PSEOF, PDFSyntaxError, KeyError...)
+        raise FormatError(f"the PDF is damaged ({exc.__class__.__name__}); save it again from "
+                          "the application that made it") from None
+    if not pages:
+        raise FormatError("the PDF has no pages")
+    return pages
+
+
+def _read_pages(pages: list, progress: bool) -> list[list[str]]:
     from pdfminer.converter import PDFPageAggregator
+    from pdfminer.layout import LAParams
     from pdfminer.pdfinterp import PDFPageInterpreter, PDFResourceManager
     manager = PDFResourceManager(caching=True)
-    device = PDFPageAggregator(manager, laparams=laparams)
+    # boxes_flow=None: pdfminer groups characters into lines and lines into boxes (paragraphs),
+    # but does not order the boxes; reading_order does, by columns.
+    device = PDFPageAggregator(manager, laparams=LAParams(all_texts=True, boxes_flow=None))
     interpreter = PDFPageInterpreter(manager, device)
     shown = pages
     if progress and len(pages) >= PROGRESS_PAGES:
