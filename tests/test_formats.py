@@ -199,6 +199,27 @@ def test_an_epub_reads_its_chapters_in_spine_order(tmp_path):
     assert "damaged" in parse_document("cut.epub", (tmp_path / "cut.epub").read_bytes(), 5)[1]
 
 
+def test_word_page_breaks_of_every_kind_and_never_an_empty_page(tmp_path):
+    """An explicit break, Word's last rendered page break (written right after an explicit one
+    too: one page, not two), and a paragraph set to start a page."""
+    import docx
+    from docx.oxml import OxmlElement
+    document = docx.Document()
+    document.add_paragraph("Première page, premier paragraphe assez long pour compter.")
+    document.add_page_break()
+    second = document.add_paragraph("Deuxième page, juste après un saut de page explicite.")
+    second.runs[0]._r.insert(0, OxmlElement("w:lastRenderedPageBreak"))
+    third = document.add_paragraph("Troisième page, le paragraphe commence une page.")
+    third._p.get_or_add_pPr().append(OxmlElement("w:pageBreakBefore"))
+    fourth = document.add_paragraph("Quatrième page, où Word avait mis la page suivante.")
+    fourth.runs[0]._r.insert(0, OxmlElement("w:lastRenderedPageBreak"))
+    document.save(str(tmp_path / "pages.docx"))
+    doc = read_document(tmp_path, tmp_path / "pages.docx", 5)
+    pages = [doc.text[a:b] for a, b in zip(doc.pages, list(doc.pages[1:]) + [len(doc.text)])]
+    assert [p.split(",")[0] for p in pages] == ["Première page", "Deuxième page",
+                                                 "Troisième page", "Quatrième page"]
+
+
 def test_a_document_without_page_breaks_has_no_pages(tmp_path):
     make_docx(tmp_path / "plain.docx", ["Une phrase assez longue pour être gardée ici."])
     doc = read_document(tmp_path, tmp_path / "plain.docx", 5)

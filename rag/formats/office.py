@@ -9,7 +9,7 @@ from the sizes its archive declares (and ``zipfile`` never inflates past a decla
 What is read: paragraphs and headings in order, one per line; a table as one line per row, cells
 separated by " | "; tabs as spaces; line breaks inside a paragraph as new lines. Page breaks the
 file records (an explicit break, Word's last rendered page breaks, LibreOffice's soft page
-breaks, a paragraph style that starts a new page) make pages; a file that records none has no
+breaks, a paragraph that starts a new page) make pages; a file that records none has no
 pages and is cited by line, like a text file. Running headers and footers live in other parts of
 the archive and are not read. Deleted text of tracked changes, field codes, comments and notes
 are left out.
@@ -131,6 +131,9 @@ def read_docx(data: bytes) -> Extracted:
 def _docx_blocks(parent: ET.Element) -> Iterator[object]:
     for child in parent:
         if child.tag == f"{W}p":
+            before = child.find(f"{W}pPr/{W}pageBreakBefore")
+            if before is not None and before.get(f"{W}val", "true") not in ("false", "0", "off"):
+                yield PAGE
             yield from _docx_runs(child)
             yield None
         elif child.tag == f"{W}tbl":
