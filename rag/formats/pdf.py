@@ -1,7 +1,8 @@
-"""PDF text with pdfminer.six: its layout analysis puts the lines of a page into text boxes
-(paragraphs, table cells) in reading order, columns included, whatever order the file draws them
-in. pypdf was measured against it (README "Formats"): four times faster, but it reads a
-two-column page drawn row by row in that order, and it gives lines without paragraphs.
+"""PDF text with pdfminer.six: its layout analysis groups a page's characters into lines and its
+lines into text boxes (paragraphs, table cells), with their positions; :func:`reading_order`
+then orders the boxes, column by column, whatever order the file draws them in. pypdf was
+measured against it (README "Formats"): several times faster, but it reads a two-column page
+drawn row by row in that order, and it gives lines without paragraphs.
 
 Each text box becomes one line of the page's text (its visual lines joined, hyphenated words
 mended); single-line boxes that sit side by side on two or more rows are a table and become one
@@ -36,6 +37,8 @@ PROGRESS_PAGES = 20
 
 
 def read_pdf(data: bytes, progress: bool = False) -> Extracted:
+    """Every page's paragraphs, page starts and furniture; FormatError when the file cannot be
+    indexed. ``progress``: a progress bar over the pages of a long PDF."""
     pages = _open_pages(data)
     page_lines = _read_pages(pages, progress)
     if not any(page_lines):
@@ -113,7 +116,7 @@ def _read_pages(pages: list, progress: bool) -> list[list[str]]:
 
 
 def _boxes(container) -> list:
-    """The text boxes of a page in pdfminer's reading order, those inside figures included."""
+    """The text boxes of a page, those inside figures included (unordered: see reading_order)."""
     from pdfminer.layout import LTFigure, LTTextBox
     found = []
     for item in container:
