@@ -368,3 +368,10 @@ def test_eval_measures_dropped_claims_and_fallbacks(tiny_template, fake_llm, tmp
     assert (first["answerer"], second["answerer"]) == ("llm", "extractive")
     assert second["note"].startswith("Aucune affirmation")
     assert result["run"]["search_settings"]["llm"]["url"] == fake_llm.url
+
+
+def test_a_follow_up_tells_the_model_the_question_before(tiny_template, fake_llm):
+    fake_llm.reply = lambda body: json_reply(found=False, reason="rien")
+    assistant_for(tiny_template, fake_llm.url).ask("Et en quel mois ?", history=[QUESTION])
+    user = fake_llm.requests[-1]["messages"][-1]["content"]
+    assert user.endswith(f"Previous question: {QUESTION}\nQuestion: Et en quel mois ?")

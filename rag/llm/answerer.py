@@ -106,13 +106,16 @@ class LlmAnswerer:
             yield self.fallback.answer(question, passages, context)
             return
         raw, finish, shown = [], None, ""
+        # A follow-up is searched with the question before it (rag/assistant.py): say it too.
+        earlier = context.query[:-len(question)].strip() if (
+            context.query != question and context.query.endswith(question)) else ""
         try:
             fmt_used = self.client.format
 
             def messages_for(fmt: str) -> list[dict]:
                 nonlocal fmt_used
                 fmt_used = fmt
-                return prompt.messages(question, sent, fmt)
+                return prompt.messages(question, sent, fmt, earlier)
 
             for chunk in self.client.stream(messages_for, prompt.SCHEMA):
                 raw.append(chunk.text)

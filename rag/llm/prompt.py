@@ -60,10 +60,12 @@ def passages_block(passages: list[Passage], chars: int = 1200) -> str:
     return "\n\n".join(parts)
 
 
-def messages(question: str, passages: list[Passage], fmt: str) -> list[dict]:
-    """The chat messages for reply format ``fmt`` ("json_schema", "json_object" or "text")."""
+def messages(question: str, passages: list[Passage], fmt: str, earlier: str = "") -> list[dict]:
+    """The chat messages for reply format ``fmt`` ("json_schema", "json_object" or "text").
+    ``earlier``: the previous question, for a follow-up ("Et quand ?") that needs it."""
     rules = TEXT_RULES if fmt == "text" else JSON_RULES
-    user = f"Passages:\n\n{passages_block(passages)}\n\nQuestion: {question}"
+    asked = f"Previous question: {earlier}\n" if earlier else ""
+    user = f"Passages:\n\n{passages_block(passages)}\n\n{asked}Question: {question}"
     return [{"role": "system", "content": SYSTEM + rules}, {"role": "user", "content": user}]
 
 
