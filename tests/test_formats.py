@@ -220,6 +220,24 @@ def test_word_page_breaks_of_every_kind_and_never_an_empty_page(tmp_path):
                                                  "Troisième page", "Quatrième page"]
 
 
+def test_libreoffice_soft_page_breaks_make_pages(tmp_path):
+    """LibreOffice records where its pages fell as soft page breaks, between paragraphs and
+    inside one; a paragraph cut by one is cut there."""
+    from odf.opendocument import OpenDocumentText
+    from odf.text import P, SoftPageBreak, Span
+    document = OpenDocumentText()
+    document.text.addElement(P(text="Le premier paragraphe tient sur la première page."))
+    document.text.addElement(SoftPageBreak())
+    cut = P(text="Le deuxième paragraphe commence sur la deuxième page ")
+    cut.addElement(SoftPageBreak())
+    cut.addElement(Span(text="et finit sur la troisième."))
+    document.text.addElement(cut)
+    document.save(str(tmp_path / "soft.odt"))
+    doc = read_document(tmp_path, tmp_path / "soft.odt", 5)
+    assert len(doc.pages) == 3
+    assert doc.text[doc.pages[2]:] == "et finit sur la troisième.\n"
+
+
 def test_a_document_without_page_breaks_has_no_pages(tmp_path):
     make_docx(tmp_path / "plain.docx", ["Une phrase assez longue pour être gardée ici."])
     doc = read_document(tmp_path, tmp_path / "plain.docx", 5)
