@@ -82,6 +82,8 @@ class PgServer:
     data: Path
     port: int
     user: str | None
+    #: Small for the tests' few thousand rows; a benchmark gives room for its HNSW indexes.
+    shared_buffers: str = "64MB"
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -98,7 +100,7 @@ class PgServer:
     def start(self) -> None:
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                   "-c shared_buffers=64MB -c max_connections=40")
+                   f"-c shared_buffers={self.shared_buffers} -c max_connections=40")
         _command([_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "30",
                   "-o", options, "start"], self.user)
 
@@ -141,8 +143,21 @@ class PgServer:
         pid = self.postmaster_pid()
         if pid is None:
             return []
-        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-        return [pid, *(int(p) for p in children.stdout.split())]
+        return [pid, *_children(pid)]
+
+
+def _children(parent: int) -> list[int]:
+    """Processes whose parent is ``parent`` (read from /proc: no procps needed)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == parent:
+                found.append(int(entry.name))
+    return found
 
 
 def _alive(pid: int) -> bool:
@@ -186,7 +201,8 @@ def _own(path: Path, user: str | None) -> None:
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-def start_cluster(shards: int = 2, replica: bool = True) -> PgCluster:
+def start_cluster(shards: int = 2, replica: bool = True,
+                  shared_buffers: str = "64MB") -> PgCluster:
     """Start the servers (about 3 s); the caller stops them with ``PgCluster.stop``."""
     user = ensure_system_user()
     root = Path(tempfile.mkdtemp(prefix="rag-pg-"))
@@ -206,12 +222,12 @@ def start_cluster(shards: int = 2, replica: bool = True) -> PgCluster:
         for name in names:
             data = root / name
             _command(["cp", "-a", str(template), str(data)], None)
-            servers[name] = PgServer(name, data, free_port(), user)
+            servers[name] = PgServer(name, data, free_port(), user, shared_buffers)
         for server in servers.values():
             server.start()
             started.append(server)
         primary = servers["primary"]
-        replica_server = PgServer("replica", root / "replica", free_port(), user)
+        replica_server = PgServer("replica", root / "replica", free_port(), user, shared_buffers)
         if replica:
             _command([_bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
                       "-U", DB_USER, "-D", str(replica_server.data), "-R", "-X", "stream",
