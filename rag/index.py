@@ -11,6 +11,9 @@ Layout of an index folder::
     <build>/sentences.faiss   sentence vectors (+ sentences.ids.json): answers pick sentences
     <build>/bm25/             bm25s arrays (.npy without pickle), vocabulary, ids, stop words
 
+With ``--store postgres://...`` a build keeps only ``chunks.ids.json`` and ``sentences.ids.json``;
+the vectors are in tables on the servers its manifest names (rag/stores.py, rag/pg_store.py).
+
 Everything is keyed by chunk id and sentence id, never by row: the vector stores, BM25 and the
 records agree on ids, and :class:`Index` answers every lookup the other modules need.
 
