@@ -125,7 +125,12 @@ def furniture_lines(pages: list[list[str]]) -> list[set[int]]:
 
 
 def assemble(pages: list[list[str]], paged: bool = True) -> Extracted:
-    """Pages of lines (paragraphs) as one text, with page starts and furniture spans."""
+    """Pages of lines (paragraphs) as one text, with page starts and furniture spans.
+
+    Each page's text is its own lines only: a word hyphenated across a page break stays cut
+    ("désor-" ending page 1, "mais" starting page 2). Mending it would make a page's text depend
+    on its neighbours (and on the furniture found over all pages), and the source view reads
+    the cited page of a long PDF alone, which must give exactly the text the index holds."""
     parts: list[str] = []
     starts: list[int] = []
     furniture: list[tuple[int, int]] = []
