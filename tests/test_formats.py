@@ -380,9 +380,10 @@ def test_every_citation_of_the_question_set_is_valid_on_the_formats_folder(assis
     moved = dict(records[[bool(r["citations"]) for r in records].index(True)]["citations"][0])
     lines = SourceLines(corpus["root"], 5)
     assert lines.citation_ok(moved)
-    if moved.get("page") is not None:
-        moved["page"] = moved["page"] % 2 + 1
-        assert not lines.citation_ok(moved)
+    moved["page"] = moved["page"] % 2 + 1  # every file of this folder has pages
+    assert not lines.citation_ok(moved)
+    del moved["page"]  # and a file with pages must be cited by page
+    assert not lines.citation_ok(moved)
 
 
 def test_pages_survive_an_incremental_update(assistant, corpus, tmp_path):
