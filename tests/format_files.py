@@ -87,12 +87,15 @@ class PdfLayout:
 
 def make_pdf(path: Path, paragraphs: list[str], *, columns: int = 1, header: str | None = HEADER,
              page_numbers: bool = True, interleave: bool = False, hyphenate: bool = True,
-             title: str | None = None) -> PdfLayout:
+             title: str | None = None, header_right: bool = False,
+             number_left: bool = False) -> PdfLayout:
     """Write ``paragraphs`` as a PDF with reportlab's canvas and say where each one went.
 
     ``columns=2`` sets the text in two columns; ``interleave`` then writes each row of the two
     columns together into the page's content (left line, right line, ...), the order some
     generators use, so only a reader that looks at positions gets the columns right.
+    ``header_right`` sets the running header flush right and ``number_left`` the page number in
+    the bottom left corner (as journals do), instead of the left and the centre.
     """
     from reportlab.pdfbase.pdfmetrics import stringWidth
     from reportlab.pdfgen import canvas
@@ -109,14 +112,17 @@ def make_pdf(path: Path, paragraphs: list[str], *, columns: int = 1, header: str
     def finish_page() -> None:
         nonlocal ops
         c.setFont(font, FONT_SIZE)
-        if header:
+        if header and header_right:
+            c.drawRightString(PAGE_W - MARGIN, PAGE_H - MARGIN, header)
+        elif header:
             c.drawString(MARGIN, PAGE_H - MARGIN, header)
         order = sorted(ops, key=lambda o: (-o[1], o[0])) if interleave else ops
         for x, yy, text in order:
             c.drawString(x, yy, text)
         if page_numbers:
             label = f"Page {page}"
-            c.drawString((PAGE_W - stringWidth(label, font, FONT_SIZE)) / 2, MARGIN, label)
+            x = MARGIN if number_left else (PAGE_W - stringWidth(label, font, FONT_SIZE)) / 2
+            c.drawString(x, MARGIN, label)
         c.showPage()
         ops = []
 

@@ -150,6 +150,24 @@ def test_two_columns_drawn_row_by_row_are_read_column_by_column(tmp_path):
     assert len(pieces) <= len(paragraphs) + layout.pages - 1
 
 
+def test_headers_and_page_numbers_in_corners_of_two_column_pages_are_not_indexed(tmp_path):
+    """A header flush right and a page number in the bottom left corner of two-column pages sit
+    within a column's width: they are read first and last, and found by where they sit on the
+    page, not by their place in the reading order."""
+    paragraphs = [p for seed in seed_names()[:3] for p in seed_paragraphs(seed)]
+    make_pdf(tmp_path / "journal.pdf", paragraphs, columns=2, header_right=True,
+             number_left=True)
+    doc = read_document(tmp_path, tmp_path / "journal.pdf", 0)
+    assert len(doc.pages) >= 2
+    for number, start in enumerate(doc.pages, start=1):  # and each page reads header first
+        end = doc.pages[number] if number < len(doc.pages) else len(doc.text)
+        lines = doc.text[start:end].rstrip("\n").split("\n")
+        assert lines[0] == HEADER and lines[-1] == f"Page {number}"
+    kept = "\n".join(doc.text[s:e] for s, e in doc.kept)
+    assert HEADER not in kept and not re.search(r"^Page \d+$", kept, re.MULTILINE)
+    assert join_lines(body_lines(doc)).split() == " ".join(paragraphs).split()
+
+
 def test_ligatures_are_spelt_out(tmp_path):
     make_ligature_pdf(tmp_path / "lig.pdf")
     raw = (tmp_path / "lig.pdf").read_bytes()

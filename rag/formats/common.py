@@ -101,7 +101,8 @@ PAGE_NUMBER = re.compile(r"(?i)^[-–—\s]*(?:page|p\.)?\s*\d{1,4}\s*(?:(?:/|su
                          r"[-–—\s]*$")
 
 
-def furniture_lines(pages: list[list[str]]) -> list[set[int]]:
+def furniture_lines(pages: list[list[str]],
+                    edges: list[set[int]] | None = None) -> list[set[int]]:
     """For each page, the indexes of its lines that are running headers, footers or page numbers.
 
     Such a line sits among the first or last :data:`FURNITURE_DEPTH` lines of a page and either
@@ -109,22 +110,24 @@ def furniture_lines(pages: list[list[str]]) -> list[set[int]]:
     of the pages (and two pages at least). Today's boilerplate rule would drop the repeats but keep
     the first copy, and page numbers only when short; this drops every copy. (A one-page
     document's header cannot be told from its title: it stays.)
+
+    ``edges``: for each page, the indexes of the lines at its top and bottom, when the reader
+    knows where they sit on the page (a PDF); else the first and last lines in reading order.
     """
     with_text = [p for p in pages if p]
-
-    def edges(lines: list[str]) -> set[int]:
-        return set(range(min(FURNITURE_DEPTH, len(lines)))) | set(
-            range(max(0, len(lines) - FURNITURE_DEPTH), len(lines)))
-
+    if edges is None:
+        edges = [set(range(min(FURNITURE_DEPTH, len(lines)))) | set(
+            range(max(0, len(lines) - FURNITURE_DEPTH), len(lines))) for lines in pages]
     counts: Counter[str] = Counter()
-    for lines in pages:
-        counts.update({_furniture_key(lines[i]) for i in edges(lines)})
+    for lines, edge in zip(pages, edges):
+        counts.update({_furniture_key(lines[i]) for i in edge})
     needed = max(2, math.ceil(FURNITURE_SHARE * len(with_text)))
-    return [{i for i in edges(lines) if PAGE_NUMBER.match(lines[i])
-             or counts[_furniture_key(lines[i])] >= needed} for lines in pages]
+    return [{i for i in edge if PAGE_NUMBER.match(lines[i])
+             or counts[_furniture_key(lines[i])] >= needed} for lines, edge in zip(pages, edges)]
 
 
-def assemble(pages: list[list[str]], paged: bool = True) -> Extracted:
+def assemble(pages: list[list[str]], paged: bool = True,
+             edges: list[set[int]] | None = None) -> Extracted:
     """Pages of lines (paragraphs) as one text, with page starts and furniture spans.
 
     Each page's text is its own lines only: a word hyphenated across a page break stays cut
@@ -135,7 +138,7 @@ def assemble(pages: list[list[str]], paged: bool = True) -> Extracted:
     starts: list[int] = []
     furniture: list[tuple[int, int]] = []
     at = 0
-    dropped = furniture_lines(pages) if paged else [set() for _ in pages]
+    dropped = furniture_lines(pages, edges) if paged else [set() for _ in pages]
     for lines, drop in zip(pages, dropped):
         starts.append(at)
         for i, line in enumerate(lines):

@@ -20,7 +20,8 @@ import logging
 import re
 from dataclasses import replace
 
-from .common import Extracted, FormatError, assemble, continues, join_lines
+from .common import (FURNITURE_DEPTH, PAGE_NUMBER, Extracted, FormatError, assemble, continues,
+                     join_lines)
 
 # pdfminer reports every oddity of a file (a colour it cannot set, a font it guesses) on its
 # loggers; a file we can read is not the user's concern, one we cannot read gets our one line.
@@ -40,11 +41,11 @@ def read_pdf(data: bytes, progress: bool = False) -> Extracted:
     """Every page's paragraphs, page starts and furniture; FormatError when the file cannot be
     indexed. ``progress``: a progress bar over the pages of a long PDF."""
     pages = _open_pages(data)
-    page_lines = _read_pages(pages, progress)
+    page_lines, edges = _read_pages(pages, progress)
     if not any(page_lines):
         raise FormatError("the PDF has no text layer (scanned pages?); run OCR on it (e.g. "
                           "ocrmypdf) and index the result")
-    extracted = assemble(page_lines)
+    extracted = assemble(page_lines, edges=edges)
     blank = [str(i) for i, lines in enumerate(page_lines, start=1) if not lines]
     if blank:
         listed = ", ".join(blank[:10]) + (", ..." if len(blank) > 10 else "")
@@ -64,7 +65,7 @@ def read_pdf_page(data: bytes, number: int) -> tuple[list[str], int]:
     pages = _open_pages(data)
     if not 1 <= number <= len(pages):
         raise IndexError(number)
-    return _read_pages([pages[number - 1]], False)[0], len(pages)
+    return _read_pages([pages[number - 1]], False)[0][0], len(pages)
 
 
 def _open_pages(data: bytes) -> list:
@@ -90,7 +91,8 @@ def _open_pages(data: bytes) -> list:
     return pages
 
 
-def _read_pages(pages: list, progress: bool) -> list[list[str]]:
+def _read_pages(pages: list, progress: bool) -> tuple[list[list[str]], list[set[int]]]:
+    """Each page's lines, and the indexes of those at its top and bottom edges."""
     from pdfminer.converter import PDFPageAggregator
     from pdfminer.layout import LAParams
     from pdfminer.pdfinterp import PDFPageInterpreter, PDFResourceManager
@@ -104,15 +106,18 @@ def _read_pages(pages: list, progress: bool) -> list[list[str]]:
         from tqdm import tqdm
         shown = tqdm(pages, desc="reading PDF pages", unit="page", leave=False)
     out: list[list[str]] = []
+    edges: list[set[int]] = []
     for page in shown:
         try:
             interpreter.process_page(page)
-            out.append(page_text_lines(device.get_result()))
+            blocks = page_blocks(device.get_result())
         except Exception as exc:
             raise FormatError(f"the PDF is damaged (page {len(out) + 1}: "
                               f"{exc.__class__.__name__}); save it again from the application "
                               "that made it") from None
-    return out
+        out.append([block.text for block in blocks])
+        edges.append(edge_lines(blocks))
+    return out, edges
 
 
 def _boxes(container) -> list:
@@ -137,16 +142,38 @@ class _Block:
     """A paragraph or a table row with its place on the page (pdfminer's coordinates: points,
     origin at the bottom left)."""
 
-    __slots__ = ("text", "x0", "x1", "y0", "y1", "row")
+    __slots__ = ("text", "x0", "x1", "y0", "y1", "row", "single")
 
-    def __init__(self, text: str, boxes: list, row: bool = False) -> None:
-        self.text, self.row = text, row
+    def __init__(self, text: str, boxes: list, row: bool = False, single: bool = False) -> None:
+        self.text, self.row, self.single = text, row, single  # single: one visual line
         self.x0, self.x1 = min(b.x0 for b in boxes), max(b.x1 for b in boxes)
         self.y0, self.y1 = min(b.y0 for b in boxes), max(b.y1 for b in boxes)
+
+    def joined(self, following: "_Block") -> "_Block":
+        """This paragraph continued by ``following`` (the top of the next column): the text
+        joined, the place that of the first part (where the paragraph starts)."""
+        block = _Block(join_lines([self.text, following.text]), [self])
+        block.row = False
+        return block
 
 
 def page_text_lines(layout) -> list[str]:
     """One page's paragraphs (and table rows), in reading order."""
+    return [block.text for block in page_blocks(layout)]
+
+
+def edge_lines(blocks: list[_Block], depth: int = FURNITURE_DEPTH) -> set[int]:
+    """Indexes of the blocks highest and lowest on the page (``depth`` each): where running
+    headers, footers and page numbers sit, wherever the reading order puts them (a page number
+    in the bottom left corner of a two-column page comes between the columns)."""
+    order = range(len(blocks))
+    top = sorted(order, key=lambda i: -blocks[i].y1)[:depth]
+    bottom = sorted(order, key=lambda i: blocks[i].y0)[:depth]
+    return set(top) | set(bottom)
+
+
+def page_blocks(layout) -> list[_Block]:
+    """One page's paragraphs (and table rows) with their places, in reading order."""
     items = []
     for box in _boxes(layout):
         text, count = _box_text(box)
@@ -154,7 +181,8 @@ def page_text_lines(layout) -> list[str]:
             items.append((box, text, count))
     rows = _table_rows([(i, box) for i, (box, _, count) in enumerate(items) if count == 1])
     in_rows = {i for row in rows for i in row}
-    blocks = [_Block(text, [box]) for i, (box, text, _) in enumerate(items) if i not in in_rows]
+    blocks = [_Block(text, [box], single=count == 1)
+              for i, (box, text, count) in enumerate(items) if i not in in_rows]
     for row in rows:
         cells = sorted(row, key=lambda k: items[k][0].x0)
         blocks.append(_Block(" | ".join(items[k][1] for k in cells),
@@ -164,10 +192,28 @@ def page_text_lines(layout) -> list[str]:
 
 def reading_order(blocks: list[_Block]) -> list[_Block]:
     """Blocks top to bottom; on a page set in two columns, the left column before the right one,
-    between the blocks that span both (titles, tables, a centred footer).
+    between the blocks that span both (titles, tables, a centred footer). One-line blocks above
+    everything else come first wherever they sit across (a header flush right), and a page
+    number below everything else comes last (in a corner, it would sit between the columns).
+    Nothing else is moved: the lowest line of the left column of a last page is not a footer.
 
     pdfminer's own ordering of boxes was measured on a two-column page drawn row by row: it put a
     box from the top of the right column before the rest of the left one."""
+    head: list[_Block] = []
+    tail: list[_Block] = []
+    rest = sorted(blocks, key=lambda b: (-b.y1, b.x0))
+    while len(rest) > 1 and rest[0].single and rest[0].y0 >= max(b.y1 for b in rest[1:]):
+        head.append(rest.pop(0))
+    if len(rest) > 1:
+        lowest = min(rest, key=lambda b: b.y1)
+        others = [b for b in rest if b is not lowest]
+        if PAGE_NUMBER.match(lowest.text) and lowest.y1 <= min(b.y0 for b in others):
+            tail, rest = [lowest], others
+    return head + _columns(rest) + tail
+
+
+def _columns(blocks: list[_Block]) -> list[_Block]:
+    """Blocks (sorted top to bottom) in column order; see :func:`reading_order`."""
     if len(blocks) < 2:
         return blocks
     left, right = min(b.x0 for b in blocks), max(b.x1 for b in blocks)
@@ -193,20 +239,19 @@ def reading_order(blocks: list[_Block]) -> list[_Block]:
     return out
 
 
-def _mend_columns(blocks: list[_Block]) -> list[str]:
+def _mend_columns(blocks: list[_Block]) -> list[_Block]:
     """Paragraphs cut by the end of a column joined back: the next block starts higher up the
     page than the previous one ends and to its right (it heads the next column), in lower case,
     and the previous one does not end a paragraph; a word cut there is mended too."""
-    out: list[str] = []
-    last: _Block | None = None
+    out: list[_Block] = []
     for block in blocks:
-        if (out and last is not None and not block.row and not last.row
+        last = out[-1] if out else None
+        if (last is not None and not block.row and not last.row
                 and block.y1 > last.y0 and block.x0 > last.x1 - 1
-                and continues(out[-1], block.text)):
-            out[-1] = join_lines([out[-1], block.text])
+                and continues(last.text, block.text)):
+            out[-1] = last.joined(block)
         else:
-            out.append(block.text)
-        last = block
+            out.append(block)
     return out
 
 
