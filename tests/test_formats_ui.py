@@ -174,3 +174,18 @@ def test_a_pdf_dropped_into_a_watched_corpus_is_answered_by_page(tmp_path):
     finally:
         stop()
         watcher.stop()
+
+
+def test_the_chat_shows_the_page_of_a_pdf_citation(server):
+    """The answer's [n] marker and the sources panel name the page and its lines."""
+    from ui.render import answer_html, sources_html, with_urls
+    _, assistant = server
+    answer = with_urls(assistant.ask(QUESTION).to_json(),
+                       {s: e["hash"] for s, e in assistant.index.manifest["files"].items()})
+    marker = re.search(r'<a class="cite" href="([^"]+)" title="([^"]+)">\[1\]</a>',
+                       answer_html(answer))
+    assert marker and html.unescape(marker.group(2)) == f"{PDF}, page 2, ligne 7"
+    assert "page=2&amp;lines=7-7#L7" in marker.group(1)
+    panel = sources_html(answer)
+    assert '<span class="source-lines">page 2, ligne 7</span>' in panel
+    assert "<mark>" in panel and "Edi Rama" in panel.split("<mark>")[1]
