@@ -118,7 +118,8 @@ def test_a_pdf_too_large_to_read_shows_its_cited_lines_from_the_index(server, mo
     citation = result["citations"][0]
     version = assistant.index.manifest["files"][PDF]["hash"][:12]
     page = httpx.get(f"{base}/source/revue%20de%20presse.pdf?v={version}&page=2&lines=7-7")
-    assert "trop grand pour être affiché" in page.text
+    assert "page 2, ligne 7 · trop grand pour être affiché" in page.text
+    assert "(limite 0,001 Mo)" in page.text  # the documents' own limit, patched to 1000 bytes
     lit = highlighted(page.text)
     assert set(lit) == {7} and citation["text"] in lit[7]
 

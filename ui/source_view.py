@@ -312,10 +312,12 @@ def changed_page(source: str, lines: tuple[int, int] | None,
 
 
 def too_large_page(source: str, size: int, lines: tuple[int, int] | None,
-                   shown: list[tuple[int, str]]) -> HTMLResponse:
-    """A file too large to show whole: its size, and the cited lines as the index holds them."""
+                   shown: list[tuple[int, str]], limit_bytes: int = MAX_SOURCE_BYTES,
+                   page_number: int | None = None) -> HTMLResponse:
+    """A file too large to show whole: its size, and the cited lines as the index holds them
+    (of page ``page_number``, for a document with pages)."""
     megabytes = f"{size / 1e6:.1f}".replace(".", ",")
-    limit = f"{MAX_SOURCE_BYTES / 1e6:g}".replace(".", ",")
+    limit = f"{limit_bytes / 1e6:g}".replace(".", ",")
     message = (f"Ce fichier fait {megabytes} Mo : il est trop grand pour être affiché en entier "
                f"(limite {limit} Mo).")
     if shown:
@@ -324,7 +326,7 @@ def too_large_page(source: str, size: int, lines: tuple[int, int] | None,
         message += " Les lignes demandées ne sont pas dans l’index."
     subtitle = "trop grand pour être affiché"
     if lines:
-        subtitle = f"{line_range(*lines)} · {subtitle}"
+        subtitle = f"{line_range(*lines, page_number)} · {subtitle}"
     return page(source, subtitle, notice(html.escape(message)) + line_rows(shown, lines))
 
 
@@ -345,7 +347,8 @@ def indexed_lines(index: Index, source: str, lines: tuple[int, int]) -> list[tup
 
 class DocumentCache:
     """The last few documents read, keyed by path, size and modification time (a changed file
-    has another key): a PDF is parsed once, not at every click on one of its citations."""
+    has another key): a Word, OpenDocument or EPUB file is parsed once, not at every click on
+    one of its citations."""
 
     def __init__(self, size: int = DOCUMENT_CACHE) -> None:
         self.size = size
@@ -425,11 +428,13 @@ def source_router(corpus: Path, min_words: int, current_index: Callable[[], Inde
             return gone_page(path)
         formatted = is_document_format(path)
         number = parse_page(page_number)
-        if size > (MAX_DOCUMENT_BYTES if formatted else MAX_SOURCE_BYTES):
+        limit = MAX_DOCUMENT_BYTES if formatted else MAX_SOURCE_BYTES
+        if size > limit:
             if v and v != version_tag(entry["hash"]):
                 return changed_page(path, wanted, entry["hash"])
             shown = page_lines_from_index(index, path, number, wanted) if wanted else []
-            return too_large_page(path, size, wanted, shown)
+            paged = number if entry.get("pages") else None
+            return too_large_page(path, size, wanted, shown, limit, paged)
         try:
             if path.lower().endswith(".pdf"):
                 return pdf_page(path, file, number, wanted, v)
