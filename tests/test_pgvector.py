@@ -24,7 +24,7 @@ from pg_fixtures import free_port, pg_cluster, start_cluster, wait_until_ready  
 
 from rag.assistant import Assistant  # noqa: E402
 from rag.errors import IndexStoreError  # noqa: E402
-from rag.index import current_build, load_index, update_index  # noqa: E402
+from rag.index import current_build, update_index  # noqa: E402
 from rag.pg_store import PgVectorStore, StoreFailedError, shard_of, table_prefix  # noqa: E402
 from rag.stores import parse_store  # noqa: E402
 from rag.vector_store import FaissVectorStore  # noqa: E402
