@@ -5,7 +5,8 @@ questions of the seeds, PIAF and SQuAD 2.0 validation sets, with the evaluation'
     python benchmarks/llm_answerer.py --llm-url http://127.0.0.1:11434/v1 [--llm-model NAME]
     python benchmarks/llm_answerer.py --smollm2          # starts llama.cpp's server (xllamacpp)
         [--sets seeds,piaf,squad2] [--limit 10] [--seeds-limit 20] [--passages 5]
-        [--max-tokens 400] [--withheld] [--json OUT]
+        [--max-tokens 400] [--first-token-timeout 30] [--total-timeout 120] [--withheld]
+        [--json OUT]
     python benchmarks/llm_answerer.py --claims          # measures the claim check alone
 
 ``--limit`` takes that many validation questions of PIAF and SQuAD, evenly spaced through the
@@ -26,6 +27,7 @@ import contextlib
 import json
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -83,7 +85,9 @@ def run_set(name: str, args, url: str, model: str, extra: dict) -> dict[str, dic
     print(f"{name}: {len(questions)} questions, index ready in "
           f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     reader, reader_search = assistant.answerer, assistant.search
-    llm = LlmSettings(url=url, model=model, passages=args.passages, max_tokens=args.max_tokens)
+    llm = LlmSettings(url=url, model=model, passages=args.passages, max_tokens=args.max_tokens,
+                      first_token_timeout=args.first_token_timeout,
+                      total_timeout=args.total_timeout)
     generative = LlmAnswerer(llm, fallback=reader, client=LlmClient(llm, extra_body=extra))
     sources = SourceLines(corpus, assistant.index_settings.min_words)
     blocks, records_by = {}, {}
@@ -101,6 +105,12 @@ def run_set(name: str, args, url: str, model: str, extra: dict) -> dict[str, dic
         blocks[f"{name} {label}"] = compute_metrics(records, corpus, sources=sources)
         blocks[f"{name} {label}"]["seconds"] = round(time.perf_counter() - began, 1)
         records_by[label] = records
+        if label == "llm":
+            notes = Counter(" ".join(r.get("note", "").split()[:6]) for r in records
+                            if r.get("note"))
+            print(f"{name}: why the reader answered instead: "
+                  + ("; ".join(f"{n} x{k}" for n, k in notes.most_common()) or "never"),
+                  flush=True)
     if args.json:
         args.dump[name] = records_by
     return blocks
@@ -122,7 +132,7 @@ def server(args):
         yield args.llm_url, args.llm_model, {}
         return
     from rag.llm.local import SMOLLM2_ALIAS, local_server, smollm2_gguf
-    with local_server(smollm2_gguf()) as url:
+    with local_server(smollm2_gguf(), threads=args.threads) as url:
         yield url, SMOLLM2_ALIAS, {"cache_prompt": False}
 
 
@@ -199,6 +209,11 @@ def main() -> None:
     parser.add_argument("--seeds-limit", type=int, default=None, help="default: all 74")
     parser.add_argument("--passages", type=int, default=LlmSettings.passages)
     parser.add_argument("--max-tokens", type=int, default=LlmSettings.max_tokens)
+    parser.add_argument("--first-token-timeout", type=float,
+                        default=LlmSettings.first_token_timeout)
+    parser.add_argument("--total-timeout", type=float, default=LlmSettings.total_timeout)
+    parser.add_argument("--threads", type=int, default=2, help="--smollm2: llama.cpp threads "
+                        "(1 fares better on cores other work keeps busy)")
     parser.add_argument("--withheld", action="store_true",
                         help="also ask each question with its files hidden (doubles the time)")
     parser.add_argument("--json", type=Path, default=None, help="write every record here")
@@ -214,7 +229,8 @@ def main() -> None:
     blocks: dict[str, dict] = {}
     with server(args) as (url, model, extra):
         print(f"server {url}, model {model or '(the only one served)'}; passages "
-              f"{args.passages}, max_tokens {args.max_tokens}", flush=True)
+              f"{args.passages}, max_tokens {args.max_tokens}, timeouts first token "
+              f"{args.first_token_timeout:g} s, total {args.total_timeout:g} s", flush=True)
         for name in args.sets.split(","):
             blocks.update(run_set(name, args, url, model, extra))
     print_table(blocks)

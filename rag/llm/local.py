@@ -132,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                 break  # the parent closed stdin (or died)
     except KeyboardInterrupt:
         pass
-    del server
-    return 0
+    # Not ``del server``: its destructor waits for a generation still running for a client that
+    # has gone, and a stopped server must go now.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
