@@ -307,7 +307,8 @@ def make_epub(path: Path, chapters: list[list[str]], title: str = "Revue de pres
         zf.writestr("OEBPS/content.opf", (
             '<?xml version="1.0" encoding="utf-8"?><package xmlns="http://www.idpf.org/2007/opf" '
             'version="3.0" unique-identifier="id"><metadata '
-            'xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:identifier id="id">test</dc:identifier>'
+            'xmlns:dc="http://purl.org/dc/elements/1.1/">'
+            '<dc:identifier id="id">test</dc:identifier>'
             f"<dc:title>{escape(title)}</dc:title><dc:language>fr</dc:language></metadata>"
             f"<manifest>{items}</manifest><spine>{spine}</spine></package>"))
         for i, paragraphs in enumerate(chapters):

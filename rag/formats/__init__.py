@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .common import Extracted, FormatError, cut_spans, page_of
+from .common import Extracted, FormatError, cut_spans
 
-__all__ = ["Extracted", "FormatError", "READERS", "cut_spans", "extract", "is_document_format",
-           "page_of"]
+__all__ = ["Extracted", "FormatError", "READERS", "cut_spans", "extract", "is_document_format"]
 
 
 def _pdf(data: bytes, progress: bool) -> Extracted:

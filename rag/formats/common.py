@@ -149,11 +149,6 @@ def assemble(pages: list[list[str]], paged: bool = True,
     return Extracted("".join(parts), tuple(starts) if paged else (), tuple(furniture))
 
 
-def page_of(pages: tuple[int, ...] | list[int], offset: int) -> int:
-    """1-based page holding the character at ``offset`` (pages: start offsets, ascending)."""
-    return max(1, bisect_right(pages, offset))
-
-
 def cut_spans(spans: tuple[tuple[int, int], ...], text: str, pages: tuple[int, ...],
               furniture: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
     """``spans`` (runs of kept lines) with furniture lines taken out and cut at page starts, each
