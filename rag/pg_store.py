@@ -434,7 +434,10 @@ class PgVectorStore:
             def read(conn: psycopg.Connection) -> list[tuple[str, bytes]]:
                 with conn.cursor(binary=True) as cur:
                     return cur.execute(select, ([wanted[i] for i in rows],)).fetchall()
-            return links.read(read)
+            found = links.read(read)
+            if len(found) < len(rows) and links.replicas:  # a replica still behind the build
+                found = links.write(read, retry=True)
+            return found
 
         vectors = {}
         for rows in self._fan_out(fetch, self._place(wanted)):
