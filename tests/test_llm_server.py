@@ -33,7 +33,10 @@ DETERMINISTIC = {"cache_prompt": False}
 
 def llm_assistant(tiny_template, url: str, **settings) -> Assistant:
     corpus, index = tiny_template
-    llm = replace(LlmSettings(url=url, max_tokens=120), **settings)
+    # Generous waits: these tests check the plumbing, and a busy two-core machine can take longer
+    # than the product's 30 s to read the prompt; the timeout test sets its own.
+    patient = LlmSettings(url=url, max_tokens=120, first_token_timeout=300.0, total_timeout=600.0)
+    llm = replace(patient, **settings)
     client = LlmClient(llm, extra_body=DETERMINISTIC)
     answerer = LlmAnswerer(llm, fallback=ExtractiveAnswerer(), client=client)
     return Assistant(corpus, index, index_settings=FAKE_SETTINGS,
