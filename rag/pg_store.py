@@ -483,9 +483,11 @@ class PgVectorStore:
     def _each(self, work: Callable[[_ShardLinks], T]) -> list[T]:
         return self._fan_out(lambda links, _: work(links), [[0]] * len(self._shards))
 
-    def wait_for_replicas(self, timeout: float = REPLICA_WAIT) -> None:
-        """Wait until every replica has replayed the primaries' writes so far; a replica that
-        does not answer or stays behind is reported, not waited for longer."""
+    def wait_for_replicas(self, timeout: float | None = None) -> None:
+        """Wait until every replica has replayed the primaries' writes so far (at most
+        ``timeout`` seconds, :data:`REPLICA_WAIT` by default); a replica that does not answer or
+        stays behind is reported, not waited for longer."""
+        timeout = REPLICA_WAIT if timeout is None else timeout
         for links in self._shards:
             if not links.replicas:
                 continue
