@@ -184,8 +184,9 @@ def print_report(result: dict) -> None:
         print(f"{name + ', exact (sequential scan)':44} {'':7} {f['p50_ms']:7.2f} "
               f"{f['p95_ms']:7.2f} {f['recall@10']:7.3f}")
         memory = ", ".join(f"{k} {v:.0f} MB" for k, v in figures["server_memory_mb"].items())
+        disk = figures["disk_mb"]
         print(f"{'':4}server memory after the questions (PSS): {memory}; on disk: table "
-              f"{figures['disk_mb']['table']:.0f} MB, indexes {figures['disk_mb']['indexes']:.0f} MB")
+              f"{disk['table']:.0f} MB, indexes {disk['indexes']:.0f} MB")
     print(f"this process (client and FAISS stores): RSS {result['client_rss_mb']:.0f} MB")
 
 

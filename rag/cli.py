@@ -180,12 +180,13 @@ def cmd_index(args: argparse.Namespace) -> int:
     from .index import update_index
     settings = index_settings(args)
     index_dir = args.index or default_index_dir(args.corpus)
+    store = parse_store(args.store)
     with _encoder(args, settings) as load_model:
         report = update_index(args.corpus, index_dir, settings,
                               load_model or (lambda: load_embedder(settings.model,
                                                                    settings.precision)),
                               rebuild=args.rebuild, progress=sys.stderr.isatty(),
-                              store=parse_store(args.store))
+                              store=store)
     if report.reason and not report.repaired:  # a repair was already announced as a warning
         print(f"full rebuild: {report.reason}", file=sys.stderr)
     if args.json:
@@ -193,7 +194,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     else:
         print(f"{report.files} files, {report.chunks} chunks: {report.embedded} embedded, "
               f"{report.reused} reused, {report.removed} files removed in {report.seconds:.1f} s "
-              f"-> {index_dir}")
+              f"-> {index_dir}"
+              + (f", vectors in {store}" if store and not store.is_local else ""))
     return 0
 
 
