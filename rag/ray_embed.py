@@ -116,8 +116,9 @@ class RayEncoder:
         self.model, self.precision, self.settings, self.on_batch = (model, precision, settings,
                                                                    on_batch)
         try:
-            info = ray.get(ray.remote(num_cpus=1, max_retries=settings.retries)(describe_model)
-                           .remote(model, precision))
+            # max_calls=1: the worker process exits after it, instead of idling with the model.
+            info = ray.get(ray.remote(num_cpus=1, max_retries=settings.retries, max_calls=1)(
+                describe_model).remote(model, precision))
         except RagError:
             raise
         except Exception as exc:
@@ -148,7 +149,9 @@ class RayEncoder:
         context.enable_progress_bars = False  # one bar of our own, over the whole cluster
         context.print_on_execution_start = False
         context.enable_auto_log_stats = False
-        per_batch = self.settings.batch_size
+        # At most batch_size texts per block, and at least 4 blocks per actor when there are
+        # enough texts: a block is the unit an actor takes, so a small job still reaches them all.
+        per_batch = max(1, min(self.settings.batch_size, -(-len(texts) // (4 * self.actors))))
         blocks = -(-len(texts) // per_batch)
         data = ray.data.from_items([{"row": i, "text": t} for i, t in enumerate(texts)],
                                    override_num_blocks=blocks)
@@ -162,7 +165,11 @@ class RayEncoder:
             vectors = data.map_batches(
                 EmbedActor, fn_constructor_args=(self.model, self.precision, self.weights_hash),
                 batch_size=per_batch, batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=self.actors), **self.per_actor, **remote)
+                # One block at a time per actor: queued blocks would go to whichever actor was
+                # ready first, and a slower or later actor would get nothing.
+                compute=ray.data.ActorPoolStrategy(size=self.actors,
+                                                   max_tasks_in_flight_per_actor=1),
+                **self.per_actor, **remote)
         seen = np.zeros(len(texts), dtype=bool)
         bar = None
         if show_progress:

@@ -191,10 +191,12 @@ def test_node_killed_mid_build(ray_cluster, assistant, tmp_path):
                                   rebuild=True)
         except ClusterError as exc:
             message = str(exc)
+            print(f"node killed after {killed}: the build failed: {message}")
             assert len(message.splitlines()) == 1 and "previous index is still in use" in message
             assert current_build(index_dir) == before
             assert load_index(index_dir).manifest["counts"] == assistant.index.manifest["counts"]
         else:
+            print(f"node killed after {killed}: the build completed")
             assert report.embedded == report.chunks
             assert current_build(index_dir) != before
             _assert_same_index(index_dir, assistant.index_dir)
