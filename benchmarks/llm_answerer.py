@@ -76,7 +76,7 @@ def run_set(name: str, args, url: str, model: str, extra: dict) -> dict[str, dic
     from rag.llm.answerer import LlmAnswerer
     from rag.llm.client import LlmClient
     corpus, _, bench_name = SETS[name]
-    index = cache_dir() / "reader-training" / f"{bench_name}-index" if bench_name else None
+    index = Path(args.indexes) / f"{bench_name}-index" if bench_name else None
     limit = args.seeds_limit if name == "seeds" else args.limit
     questions = set_questions(name, limit)
     started = time.perf_counter()
@@ -106,7 +106,7 @@ def run_set(name: str, args, url: str, model: str, extra: dict) -> dict[str, dic
         blocks[f"{name} {label}"]["seconds"] = round(time.perf_counter() - began, 1)
         records_by[label] = records
         if label == "llm":
-            notes = Counter(" ".join(r.get("note", "").split()[:6]) for r in records
+            notes = Counter(r["note"].split(" (")[0] for r in records
                             if r.get("note"))
             print(f"{name}: why the reader answered instead: "
                   + ("; ".join(f"{n} x{k}" for n, k in notes.most_common()) or "never"),
@@ -218,6 +218,9 @@ def main() -> None:
                         help="also ask each question with its files hidden (doubles the time)")
     parser.add_argument("--json", type=Path, default=None, help="write every record here")
     parser.add_argument("--claims", action="store_true", help="measure the claim check alone")
+    parser.add_argument("--indexes", type=Path, default=cache_dir() / "reader-training",
+                        help="folder of piaf-index/ and squad2-index/ (built when missing), "
+                             "default: where `rag train-reader` keeps them")
     args = parser.parse_args()
     if args.claims:
         claims_benchmark()
