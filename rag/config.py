@@ -181,9 +181,11 @@ class SearchSettings:
     dense_weight: float = 1.0
     sentence_weight: float = 1.0
     bm25_weight: float = 1.5
-    #: An index without sentence vectors ranks by best sentence only the first chunks of the
-    #: dense and BM25 rankings (this many of each), embedding their sentences per question.
-    on_demand_candidates: int = 10
+    #: An index without sentence vectors can rank by best sentence only the first chunks of the
+    #: dense and BM25 rankings (this many of each), embedding their sentences per question. 0:
+    #: it does not; 10 cost about 100 sentence embeddings per question (seconds on 2 cores), so
+    #: such an index fuses dense and BM25 alone (README "Without sentence vectors").
+    on_demand_candidates: int = 0
     #: Passages handed to the reranker (when one is set); the rest keep their retrieval order.
     rerank_depth: int = 20
     #: Sentences at most in an answer.
@@ -221,7 +223,7 @@ class ClusterSettings:
     #: Texts per batch sent to an actor: the unit of progress and of retry after a node dies
     #: (64 chunks take a few seconds on one core).
     batch_size: int = 64
-    #: Restarts of an actor, and retries of its batch, after its node or process dies.
+    #: Restarts of an actor after its node or process dies (its batches are retried meanwhile).
     retries: int = 3
     #: Seconds to wait for the cluster's address to answer before saying it is unreachable.
     connect_timeout: float = 5.0

@@ -155,8 +155,11 @@ class RayEncoder:
         blocks = -(-len(texts) // per_batch)
         data = ray.data.from_items([{"row": i, "text": t} for i, t in enumerate(texts)],
                                    override_num_blocks=blocks)
+        # A batch is retried for as long as its actor may still be restarted: with a bounded
+        # count, the retries ran out while the node's death was still being noticed and the
+        # actor was not yet restarted elsewhere (measured: the build then failed).
         remote = {"max_restarts": self.settings.retries,
-                  "max_task_retries": self.settings.retries,
+                  "max_task_retries": -1,
                   "scheduling_strategy": "SPREAD"}  # one actor per node before two on one
         with warnings.catch_warnings():
             # Ray 2.5x deprecates these arguments without offering another way to give them
