@@ -259,6 +259,7 @@ class PgVectorStore:
         self._position = {id_: i for i, id_ in enumerate(self._ids)}
         self._shards = [_ShardLinks(s) for s in location.shards]
         self._indexed = False
+        self._sizes: list[int] | None = None  # rows per shard, counted when a search needs them
         self._pool = (ThreadPoolExecutor(len(self._shards), thread_name_prefix="pgvector")
                       if len(self._shards) > 1 else None)
 
@@ -359,6 +360,7 @@ class PgVectorStore:
         for id_ in ids:
             self._position[id_] = len(self._ids)
             self._ids.append(id_)
+        self._sizes = None
         self.wait_for_replicas()
 
     def _build_graph(self, conn: psycopg.Connection) -> None:
@@ -385,6 +387,7 @@ class PgVectorStore:
         dropped = set(gone)
         self._ids = [i for i in self._ids if i not in dropped]
         self._position = {id_: i for i, id_ in enumerate(self._ids)}
+        self._sizes = None
         self.wait_for_replicas()
 
     def search(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -414,7 +417,21 @@ class PgVectorStore:
                 _SEARCH_SETTINGS[conn] = wanted
             return conn.execute(statement, (query, query, k)).fetchall()
 
-        found = self._each(lambda links: links.read(ask))
+        sizes = self._shard_sizes()
+
+        def on_shard(links: _ShardLinks, shard: list[int]) -> list[tuple[str, float]]:
+            rows = links.read(ask)
+            if len(rows) < min(k, sizes[shard[0]]) and links.replicas:
+                # A replica that answers with fewer rows than its shard holds has not replayed
+                # the build yet (seen under load despite the wait after writing): the primary
+                # answers instead, unless it is away.
+                try:
+                    rows = links.write(ask, retry=True)
+                except StoreUnreachableError:
+                    pass
+            return rows
+
+        found = self._fan_out(on_shard, [[n] for n in range(len(self._shards))])
         merged = [(id_, 1.0 - float(d)) for rows in found for id_, d in rows]
         merged.sort(key=lambda pair: -pair[1])
         return merged[:k]
@@ -479,6 +496,12 @@ class PgVectorStore:
         if self._pool is None or len(jobs) == 1:
             return [work(links, rows) for links, rows in jobs]
         return [f.result() for f in [self._pool.submit(work, links, rows) for links, rows in jobs]]
+
+    def _shard_sizes(self) -> list[int]:
+        """How many rows each shard holds (from the ids and the placement; cached)."""
+        if self._sizes is None:
+            self._sizes = [len(rows) for rows in self._place(self._ids)]
+        return self._sizes
 
     def _each(self, work: Callable[[_ShardLinks], T]) -> list[T]:
         return self._fan_out(lambda links, _: work(links), [[0]] * len(self._shards))
