@@ -622,7 +622,8 @@ def update_index(corpus: Path, index_dir: Path, settings: IndexSettings,
         _warn_skipped(ahead.skipped)
         _tidy(index_dir)
         return _up_to_date(manifest, time.perf_counter() - started)
-    stores.check_reachable(stores.location_of(_current_manifest(index_dir), store))
+    current = manifest if manifest is not None else _current_manifest(index_dir)
+    stores.check_reachable(stores.location_of(current, store))
     reader = _Reader(settings, progress)
     # Read what changed before taking the lock: a corpus with no usable text fails here, before
     # anything is created, and the wait for another build is not spent idle.
@@ -680,15 +681,22 @@ def _build_locked(corpus: Path, files: list[SourceFile], index_dir: Path, settin
     """The build proper, with the index's lock held: reads the index again (another build may
     just have updated it), then reuses, embeds and writes."""
     _remove_leftovers(index_dir, keep=_pointer_or_none(index_dir))
-    previous = _current_manifest(index_dir)
+    current, damage = None, None  # the build in use, read once
+    try:
+        current = _read_state(index_dir)
+    except IndexDamagedError as exc:
+        damage = exc
+    except IndexStoreError:  # another format version: only a rebuild goes on
+        if not rebuild:
+            raise
+    previous = current.manifest if current is not None else None
     location = stores.location_of(previous, store)
     stores.drop_stale(index_dir, previous, store)  # failed builds' and the replaced build's tables
     reason, repaired, state = ("requested with --rebuild" if rebuild else ""), False, None
     if not rebuild:
-        try:
-            state = _read_state(index_dir)
-        except IndexDamagedError as exc:
-            reason, repaired = _warn_damaged(exc), True
+        state = current
+        if damage is not None:
+            reason, repaired = _warn_damaged(damage), True
         if state is not None:
             reason = _rebuild_reason(state.manifest, settings)
             if reason:
@@ -841,13 +849,11 @@ def write_build(index_dir: Path, manifest: dict, chunks: list[Chunk], sentences:
         folder.mkdir()
         _write_files(folder, manifest, chunks, sentences, chunk_vectors, sentence_vectors, lexical)
         _switch_current(index_dir, name)
-    except RagError:  # a vector store server that stopped answering, say
+    except (RagError, OSError) as exc:  # RagError: a vector store server that stopped answering
         if _pointer_or_none(index_dir) != name:
             shutil.rmtree(folder, ignore_errors=True)
-        raise
-    except OSError as exc:
-        if _pointer_or_none(index_dir) != name:
-            shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(exc, RagError):
+            raise
         raise IndexStoreError(
             f"cannot write the index at {index_dir} ({exc.strerror or exc.__class__.__name__}); "
             "check free space and permissions, the previous index is still in use") from None

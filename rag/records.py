@@ -59,17 +59,14 @@ SPAN_KEYS = ("source", "start_line", "end_line", "text", "score")
 
 
 def _json_fields(record: object, keys: tuple[str, ...]) -> dict:
+    # Only a file with pages (a PDF...) has the key, right after its source:
+    # {"source": "rapport.pdf", "page": 3, "start_line": 12, ...}; text files' JSON is as it was.
+    if getattr(record, "page", None) is not None:
+        at = keys.index("source") + 1
+        keys = (*keys[:at], "page", *keys[at:])
     data = {key: getattr(record, key) for key in keys}
     data["score"] = round(float(data["score"]), 6)
-    page = getattr(record, "page", None)
-    if page is None:  # only a file with pages (a PDF...) has the key: text files' JSON is as it was
-        return data
-    out = {}  # {"source": "rapport.pdf", "page": 3, "start_line": 12, ...}
-    for key, value in data.items():
-        out[key] = value
-        if key == "source":
-            out["page"] = page
-    return out
+    return data
 
 
 @dataclass(frozen=True)
